@@ -1,0 +1,277 @@
+"""``sparft`` command line: every command reads ``params.yaml`` and takes ``--set`` overrides."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from sparft.config import ConfigError, Params, dump_params, load_params
+from sparft.data import DataError, FieldMap, load_dataset
+from sparft.io import write_json, write_parquet
+from sparft.models import ModelNotAvailableError, list_presets, prepare_model
+
+app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
+config_app = typer.Typer(no_args_is_help=True, help="Show the resolved configuration.")
+data_app = typer.Typer(no_args_is_help=True, help="Load data sets into the sparft schema.")
+models_app = typer.Typer(no_args_is_help=True, help="List and prepare model presets.")
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+console = Console()
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="Configuration file.")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")
+]
+USER_ERRORS = (ConfigError, DataError, ModelNotAvailableError, FileNotFoundError)
+
+
+def _params(path: Path, overrides: list[str] | None) -> Params:
+    try:
+        return load_params(path, overrides or [])
+    except ConfigError as err:
+        _fail(err)
+
+
+def _fail(err: Exception) -> NoReturn:
+    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(2)
+
+
+@config_app.command("show")
+def config_show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Print the configuration after defaults and overrides, as YAML."""
+    console.print(dump_params(_params(params, set_)), highlight=False, markup=False)
+
+
+def _data_config(
+    p: Params,
+    spec: str,
+    split: str | None,
+    fields: list[str] | None,
+    on_bad_rows: str | None,
+    limit: int | None,
+) -> Any:
+    update: dict[str, Any] = {"spec": spec, "split": split or None}
+    if fields:
+        mapping: dict[str, str] = {}
+        for item in fields:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--field '{item}': expected schema_field=source_field")
+            mapping[key] = value
+        base = (p.data.fields or FieldMap()).model_dump()
+        update["fields"] = FieldMap.model_validate({**base, **mapping})
+    if on_bad_rows:
+        update["on_bad_rows"] = on_bad_rows
+    if limit:
+        update["limit"] = limit
+    return type(p.data).model_validate({**p.data.model_dump(), **update})
+
+
+def _print_report(report: dict[str, Any], out: Path | None) -> None:
+    table = Table(title=f"loaded {report['source']}")
+    table.add_column("rows")
+    table.add_column("count", justify="right")
+    table.add_row("read", str(report["rows_read"]))
+    table.add_row("kept", str(report["rows_kept"]))
+    for reason, count in sorted(report["dropped"].items()):
+        table.add_row(f"dropped: {reason}", str(count))
+    if report["conflicting_duplicates"]:
+        table.add_row("duplicates with a different answer", str(report["conflicting_duplicates"]))
+    console.print(table)
+    for line in report["bad_rows"][:20]:
+        console.print(f"  skipped {line}", highlight=False)
+    if len(report["bad_rows"]) > 20:
+        console.print(f"  ... and {len(report['bad_rows']) - 20} more (see the report JSON)")
+    if out is not None:
+        console.print(f"wrote {out}")
+
+
+@data_app.command("load")
+def data_load(
+    spec: Annotated[str, typer.Argument(help="Built-in name[:split], local file or HF dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Output parquet file.")],
+    split: Annotated[str | None, typer.Option(help="Split (also as SPEC:split).")] = None,
+    field: Annotated[
+        list[str] | None, typer.Option(help="Field mapping schema=source, e.g. question=problem.")
+    ] = None,
+    on_bad_rows: Annotated[str | None, typer.Option(help="error or skip.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Keep at most this many rows.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Normalise a data set into the sparft schema and write it as parquet."""
+    p = _params(params, set_)
+    try:
+        cfg = _data_config(p, spec, split, field, on_bad_rows, limit)
+        frame, report = load_dataset(cfg, p.arithmetic)
+    except USER_ERRORS as err:
+        _fail(err)
+    except ValueError as err:
+        _fail(ConfigError(str(err)))
+    write_parquet(frame, out)
+    write_json(report.as_dict(), out.with_suffix(".report.json"))
+    _print_report(report.as_dict(), out)
+
+
+@app.command()
+def verify(
+    spec: Annotated[str, typer.Argument(help="Built-in name[:split], local file or HF dataset.")],
+    split: Annotated[str | None, typer.Option(help="Split (also as SPEC:split).")] = None,
+    field: Annotated[list[str] | None, typer.Option(help="Field mapping schema=source.")] = None,
+    min_agreement: Annotated[
+        float, typer.Option(help="Exit 1 when the agreeing share is below this.")
+    ] = 0.0,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Check every gold solution against its own gold answer with the answer checker."""
+    from sparft.rewards import check_gold
+
+    p = _params(params, set_)
+    try:
+        frame, _ = load_dataset(_data_config(p, spec, split, field, None, None), p.arithmetic)
+    except USER_ERRORS as err:
+        _fail(err)
+    checked, exceptions = 0, []
+    for row in track(frame.itertuples(), total=len(frame), description="verifying", transient=True):
+        solution = json.loads(row.meta).get("solution")
+        if not isinstance(solution, str):
+            continue
+        checked += 1
+        agrees, extracted = check_gold(solution, row.answer)
+        if not agrees:
+            exceptions.append((row.id, row.answer, extracted))
+    if checked == 0:
+        _fail(DataError(f"{spec}: no row has a gold solution to verify"))
+    share = 1 - len(exceptions) / checked
+    table = Table(title=f"{spec}: {checked - len(exceptions)}/{checked} agree ({share:.2%})")
+    for name in ("id", "gold answer", "extracted from solution"):
+        table.add_column(name, overflow="fold")
+    for qid, gold, extracted in exceptions:
+        table.add_row(qid, gold, str(extracted))
+    console.print(table)
+    if share < min_agreement:
+        raise typer.Exit(1)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Presets, whether their packages are installed and whether they are prepared."""
+    table = Table(title="model presets")
+    rows = list_presets()
+    for name in rows[0]:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
+@models_app.command("prepare")
+def models_prepare(
+    name: Annotated[str, typer.Argument(help="Preset, local folder or HF id.")],
+) -> None:
+    """Make a preset loadable offline (GGUF presets are converted once into the cache)."""
+    try:
+        path = prepare_model(name)
+    except USER_ERRORS as err:
+        _fail(err)
+    console.print(f"{name}: {path}")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[list[str], typer.Option(help="Prompt (repeatable).")],
+    model: Annotated[str | None, typer.Option(help="Preset, local folder or HF id.")] = None,
+    n: Annotated[int, typer.Option(help="Samples per prompt.")] = 1,
+    temperature: Annotated[float | None, typer.Option(help="0 for greedy.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option()] = None,
+    backend: Annotated[str | None, typer.Option(help="hf, vllm or vllm-server.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Quick look at a model's completions, with the generation section's settings."""
+    from sparft.generation import make_backend
+
+    p = _params(params, set_)
+    update = {
+        k: v
+        for k, v in {
+            "model": model,
+            "backend": backend,
+            "temperature": temperature,
+            "max_new_tokens": max_new_tokens,
+        }.items()
+        if v is not None
+    }
+    try:
+        cfg = type(p.generation).model_validate({**p.generation.model_dump(), **update})
+        cfg = cfg.model_copy(update={"model": prepare_model(cfg.model)})
+        results = make_backend(cfg).generate(prompt, n=n)
+    except USER_ERRORS as err:
+        _fail(err)
+    for text, result in zip(prompt, results, strict=True):
+        console.rule(text, style="cyan")
+        for i, c in enumerate(result.completions):
+            console.print(f"[bold]#{i}[/] ({c.completion_tokens} tokens, {c.finish_reason})")
+            console.print(c.text, highlight=False, markup=False)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="Stage to run.")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Run one pipeline stage: read its params section and inputs, write its outputs."""
+    from sparft.stages import STAGES
+
+    if name not in STAGES:
+        _fail(ConfigError(f"unknown stage '{name}' (stages: {', '.join(STAGES)})"))
+    p = _params(params, set_)
+    start = time.perf_counter()
+    try:
+        summary = STAGES[name](p)
+    except USER_ERRORS as err:
+        _fail(err)
+    console.print_json(json.dumps(summary, default=str))
+    console.print(f"stage {name} finished in {time.perf_counter() - start:.1f} s")
+
+
+@app.command()
+def run(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Run the pipeline stages that exist so far, in order, and print where results are."""
+    from sparft.stages import STAGES
+
+    p = _params(params, set_)
+    for name, stage_fn in STAGES.items():
+        console.rule(f"stage {name}")
+        start = time.perf_counter()
+        try:
+            summary = stage_fn(p)
+        except USER_ERRORS as err:
+            _fail(err)
+        console.print(f"{name} finished in {time.perf_counter() - start:.1f} s")
+        if name == "load":
+            _print_report(summary, Path(p.data.out))
+        if name == "probe":
+            _print_solve_rates(summary)
+
+
+def _print_solve_rates(summary: dict[str, Any]) -> None:
+    table = Table(title=f"probe solve rate over {summary['questions']} questions")
+    for name in ("difficulty", "questions", "solve rate"):
+        table.add_column(name, justify="right")
+    for label, row in summary.get("solve_rate_by_label", {}).items():
+        table.add_row(label, str(row["questions"]), f"{row['solve_rate']:.3f}")
+    table.add_row("all", str(summary["questions"]), f"{summary['solve_rate']:.3f}")
+    console.print(table)
+    console.print("per-question results: data/probe.parquet; summary: data/probe_summary.json")

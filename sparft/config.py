@@ -1,0 +1,108 @@
+"""``params.yaml``: one section per stage, each validated by the config class beside its code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sparft.arithmetic import ArithmeticConfig
+from sparft.data import DataConfig
+from sparft.generation import GenerationConfig
+from sparft.probe import ProbeConfig
+from sparft.prompts import PromptConfig
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Params(BaseModel):
+    """The whole resolved configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    arithmetic: ArithmeticConfig = Field(default_factory=ArithmeticConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+
+
+class ConfigError(ValueError):
+    """A params file or override that does not validate; names the key and allowed values."""
+
+
+def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at ``loc`` (the parent of an unknown key)."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+        for arg in getattr(current, "__args__", ()):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+    return list(getattr(current, "model_fields", {}))
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in err.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc)
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed(Params, loc[:-1])
+            lines.append(f"  {key}: unknown key (allowed: {', '.join(allowed)})")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` with the value read as YAML (numbers, booleans, lists, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}': expected section.key=value")
+    parts = key.strip().split(".")
+    if len(parts) < 2:
+        sections = ", ".join(Params.model_fields)
+        raise ConfigError(f"override '{text}': name a section and a key (sections: {sections})")
+    return parts, yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
+    """Read ``params.yaml`` (missing file: all defaults), apply overrides, validate."""
+    path = Path(path) if path is not None else DEFAULT_PARAMS
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        raw = loaded or {}
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, str(path))) from err
+
+
+def dump_params(params: Params) -> str:
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)

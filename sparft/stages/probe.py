@@ -1,0 +1,53 @@
+"""Stage ``probe``: per-question solve rate of the probe model, to ``data/probe.parquet``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sparft.config import Params
+from sparft.data import read_dataset
+from sparft.generation import make_backend
+from sparft.io import write_json, write_parquet
+from sparft.models import prepare_model
+from sparft.probe import probe_with_labels, probe_with_model, sample_questions
+
+OUT = Path("data/probe.parquet")
+PROGRESS = Path("data/probe.progress.parquet")
+SUMMARY = Path("data/probe_summary.json")
+
+
+def summarise(frame: pd.DataFrame, probed: pd.DataFrame) -> dict[str, Any]:
+    """Overall and per-difficulty-label solve rates (the label is the arithmetic grade)."""
+    merged = frame[["id", "difficulty_label"]].merge(probed, on="id")
+    summary: dict[str, Any] = {
+        "questions": len(merged),
+        "solve_rate": float(merged["solve_rate"].mean()),
+        "mean_completion_tokens": float(merged["mean_completion_tokens"].mean()),
+    }
+    if merged["difficulty_label"].notna().any():
+        by_label = merged.groupby("difficulty_label")["solve_rate"].agg(["mean", "count"])
+        summary["solve_rate_by_label"] = {
+            f"{label:g}": {"solve_rate": float(r["mean"]), "questions": int(r["count"])}
+            for label, r in by_label.iterrows()
+        }
+    return summary
+
+
+def run(params: Params) -> dict[str, Any]:
+    cfg = params.probe
+    frame = sample_questions(read_dataset(params.data.out), cfg)
+    if cfg.source == "label":
+        probed = probe_with_labels(frame)
+    else:
+        gen = params.generation.model_copy(update={"model": cfg.model or params.generation.model})
+        gen = gen.model_copy(update={"model": prepare_model(gen.model)})
+        probed = probe_with_model(frame, make_backend(gen), cfg, params.prompt, gen.model, PROGRESS)
+    write_parquet(probed, OUT)
+    summary = summarise(frame, probed)
+    write_json(summary, SUMMARY)
+    PROGRESS.unlink(missing_ok=True)
+    PROGRESS.with_suffix(".json").unlink(missing_ok=True)
+    return summary
