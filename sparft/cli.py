@@ -167,12 +167,18 @@ def verify(
 def models_list() -> None:
     """Presets, whether their packages are installed and whether they are prepared."""
     table = Table(title="model presets")
-    rows = list_presets()
-    for name in rows[0]:
+    for name in ("name", "kind", "installed", "prepared", "path or install command", "online id"):
         table.add_column(name, overflow="fold")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
+    for row in list_presets():
+        where = row.path or (
+            "(run: sparft models prepare " + row.name + ")" if row.installed else row.install_hint
+        )
+        table.add_row(row.name, row.kind, _yes(row.installed), _yes(row.prepared), where, row.hf_id)
     console.print(table)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 @models_app.command("prepare")

@@ -9,10 +9,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sparft.arithmetic import ArithmeticConfig
+from sparft.cluster import ClusterConfig
 from sparft.data import DataConfig
+from sparft.embed import EmbedConfig
 from sparft.generation import GenerationConfig
 from sparft.probe import ProbeConfig
 from sparft.prompts import PromptConfig
+from sparft.reduce import ReduceConfig
+from sparft.selection import SelectConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -27,6 +31,10 @@ class Params(BaseModel):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    reduce: ReduceConfig = Field(default_factory=ReduceConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
 
 
 class ConfigError(ValueError):

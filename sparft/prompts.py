@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DEFAULT_TEMPLATE = (
-    "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
-)
+# Short on purpose: SmolLM2-135M asked to "reason step by step" rambles (about 100 tokens a
+# completion against 40) and solved fewer of the easiest arithmetic problems.
+DEFAULT_TEMPLATE = "{question}\nPut your final answer within \\boxed{{}}."
 
 
 class PromptConfig(BaseModel):

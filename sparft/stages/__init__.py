@@ -8,9 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 from sparft.config import Params
-from sparft.stages import load, probe
+from sparft.stages import cluster, embed, load, probe, reduce, selection
 
 STAGES: dict[str, Callable[[Params], dict[str, Any]]] = {
     "load": load.run,
+    "embed": embed.run,
+    "reduce": reduce.run,
     "probe": probe.run,
+    "cluster": cluster.run,
+    "select": selection.run,
 }

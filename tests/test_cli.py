@@ -1,0 +1,96 @@
+"""The command line, through typer's runner: config, overrides, data load, verify, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sparft.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_help_on_every_command() -> None:
+    for args in (
+        [],
+        ["config", "show"],
+        ["data", "load"],
+        ["verify"],
+        ["models", "list"],
+        ["models", "prepare"],
+        ["generate"],
+        ["stage"],
+        ["run"],
+    ):
+        result = runner.invoke(app, [*args, "--help"])
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage" in result.output
+
+
+def test_config_show_with_overrides() -> None:
+    result = runner.invoke(app, ["config", "show", "--set", "probe.k=7", "--set", "data.limit=5"])
+    assert result.exit_code == 0, result.output
+    assert "k: 7" in result.output and "limit: 5" in result.output
+
+
+def test_bad_override_exits_with_message() -> None:
+    result = runner.invoke(app, ["config", "show", "--set", "probe.kk=7"])
+    assert result.exit_code == 2
+    assert "probe.kk: unknown key" in result.output and "allowed:" in result.output
+
+
+def test_data_load_writes_schema_and_report(in_tmp: Path) -> None:
+    source = in_tmp / "q.jsonl"
+    source.write_text(
+        json.dumps({"problem": "1+1?", "final": "2"})
+        + "\n"
+        + json.dumps({"problem": "", "final": "3"})
+        + "\n"
+    )
+    args = [
+        "data",
+        "load",
+        str(source),
+        "--out",
+        "out.parquet",
+        "--field",
+        "question=problem",
+        "--field",
+        "answer=final",
+    ]
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 2
+    assert "row 2, field 'problem': empty" in failed.output
+    assert not (in_tmp / "out.parquet").exists()
+    result = runner.invoke(app, [*args, "--on-bad-rows", "skip"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(in_tmp / "out.parquet")
+    assert list(frame["answer"]) == ["2"]
+    report = json.loads((in_tmp / "out.report.json").read_text())
+    assert report["rows_read"] == 2 and report["rows_kept"] == 1
+
+
+def test_verify_generated_set_and_threshold() -> None:
+    result = runner.invoke(
+        app, ["verify", "arithmetic", "--set", "arithmetic.per_grade=5", "--min-agreement", "1.0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "40/40 agree (100.00%)" in result.output
+
+
+def test_unknown_stage_and_preset() -> None:
+    result = runner.invoke(app, ["stage", "nope"])
+    assert result.exit_code == 2 and "unknown stage 'nope'" in result.output
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "smollm2-135m" in listed.output and "minilm" in listed.output
