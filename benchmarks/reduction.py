@@ -35,6 +35,8 @@ import torch
 from cluster_quality import DEFAULT_CACHE, cached_embeddings, math_set
 from rich.console import Console
 from rich.table import Table
+from sklearn.cluster import KMeans  # noqa: F401  (imported here: timings exclude import time)
+from sklearn.decomposition import PCA  # noqa: F401
 
 from sparft.cluster import ClusterConfig, run_clustering
 from sparft.embed import EmbedConfig, embed_questions, load_encoder
@@ -131,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared-dir", default="../shared/data")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--embed-texts", type=int, default=256)
+    parser.add_argument("--embed-texts", type=int, default=256, help="0 skips the embed part.")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
@@ -149,7 +151,7 @@ def main() -> None:
     frame = math_set(args.shared_dir)
     rng = np.random.default_rng(0)
     sample = rng.choice(len(frame), size=min(args.embed_texts, len(frame)), replace=False)
-    rows = embed_throughput(frame["question"].iloc[sample].tolist(), args)
+    rows = embed_throughput(frame["question"].iloc[sample].tolist(), args) if len(sample) else []
 
     emb = cached_embeddings(frame, args.cache, args.threads)
     difficulty = 1.0 - probe_with_labels(frame)["solve_rate"].to_numpy()
