@@ -268,8 +268,27 @@ def run(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
         console.print(f"{name} finished in {time.perf_counter() - start:.1f} s")
         if name == "load":
             _print_report(summary, Path(p.data.out))
-        if name == "probe":
+        elif name == "probe":
             _print_solve_rates(summary)
+        else:
+            _print_scalars(name, summary)
+    console.print(
+        "results: data/ (subset.parquet is the training subset, *_summary.json the metrics), "
+        "plots: data/plots/"
+    )
+
+
+def _print_scalars(name: str, summary: dict[str, Any]) -> None:
+    """The stage summary's single values; nested per-cluster detail stays in its JSON file."""
+    table = Table(title=f"{name} summary", show_header=False)
+    for key, value in summary.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4g}")
+        elif isinstance(value, str | int | bool) or value is None:
+            table.add_row(key, str(value))
+        elif key == "notes" and value:
+            table.add_row(key, "\n".join(map(str, value)))
+    console.print(table)
 
 
 def _print_solve_rates(summary: dict[str, Any]) -> None:
@@ -280,4 +299,3 @@ def _print_solve_rates(summary: dict[str, Any]) -> None:
         table.add_row(label, str(row["questions"]), f"{row['solve_rate']:.3f}")
     table.add_row("all", str(summary["questions"]), f"{summary['solve_rate']:.3f}")
     console.print(table)
-    console.print("per-question results: data/probe.parquet; summary: data/probe_summary.json")

@@ -19,6 +19,15 @@ from typing import Any
 
 import pytest
 
+SHARED_DATA = Path(
+    os.environ.get(
+        "SPARFT_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    )
+)
+needs_shared = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"shared benchmark data not found at {SHARED_DATA}"
+)
+
 TINY_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"

@@ -94,3 +94,24 @@ def test_unknown_stage_and_preset() -> None:
     listed = runner.invoke(app, ["models", "list"])
     assert listed.exit_code == 0, listed.output
     assert "smollm2-135m" in listed.output and "minilm" in listed.output
+
+
+@pytest.mark.slow
+def test_run_executes_every_stage(in_tmp: Path, tiny_lm_dir: Path) -> None:
+    overrides = [
+        f"generation.model={tiny_lm_dir}",
+        "arithmetic.per_grade=3",
+        "arithmetic.grades=[1,2,3]",
+        "probe.k=2",
+        "probe.max_new_tokens=8",
+        "cluster.k=3",
+        "select.budget=6",
+    ]
+    result = runner.invoke(app, ["run", *[a for o in overrides for a in ("--set", o)]])
+    assert result.exit_code == 0, result.output
+    assert "probe solve rate over 9 questions" in result.output
+    subset = pd.read_parquet(in_tmp / "data" / "subset.parquet")
+    assert len(subset) == 6 and subset["cluster"].nunique() == 3
+    summary = json.loads((in_tmp / "data" / "probe_summary.json").read_text())
+    assert set(summary["solve_rate_by_label"]) == {"1", "2", "3"}
+    assert (in_tmp / "data" / "plots" / "cluster_map.png").stat().st_size > 0

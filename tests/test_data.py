@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SHARED_DATA as SHARED
+from conftest import needs_shared
 
 from sparft.data import (
     COLUMNS,
@@ -21,13 +22,6 @@ from sparft.data import (
     read_dataset,
 )
 from sparft.io import write_parquet
-
-SHARED = Path(
-    os.environ.get(
-        "SPARFT_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    )
-)
-needs_shared = pytest.mark.skipif(not SHARED.exists(), reason=f"no shared data at {SHARED}")
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:

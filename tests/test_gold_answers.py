@@ -4,24 +4,19 @@ agree with the data set's own gold answer, and different answers must not match.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SHARED_DATA as DATA
+from conftest import needs_shared
 
 from sparft.rewards import answers_match, check_gold, extract_answer
 
-DATA = Path(
-    os.environ.get(
-        "SPARFT_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    )
-)
 MIN_AGREEMENT = 0.995
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not DATA.is_dir(), reason=f"shared benchmark data not found at {DATA}"),
+    needs_shared,
 ]
 
 

@@ -5,12 +5,13 @@ real MATH questions with the real minilm preset."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SHARED_DATA as SHARED
+from conftest import needs_shared
 from scipy.spatial.distance import cdist, pdist
 
 from sparft.arithmetic import ArithmeticConfig
@@ -24,12 +25,6 @@ from sparft.selection import (
     k_center_greedy,
     nearest_to_centroid,
     select_subset,
-)
-
-SHARED = Path(
-    os.environ.get(
-        "SPARFT_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    )
 )
 
 
@@ -168,7 +163,7 @@ def test_stage_chain_too_few_questions(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.exists(), reason=f"no shared data at {SHARED}")
+@needs_shared
 def test_phase_one_on_real_math_questions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """~200 DeepScaleR MATH questions, real minilm, label difficulty, every stage in order."""
     from sparft.stages import STAGES
