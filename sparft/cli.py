@@ -153,12 +153,14 @@ def verify(
     if checked == 0:
         _fail(DataError(f"{spec}: no row has a gold solution to verify"))
     share = 1 - len(exceptions) / checked
-    table = Table(title=f"{spec}: {checked - len(exceptions)}/{checked} agree ({share:.2%})")
-    for name in ("id", "gold answer", "extracted from solution"):
-        table.add_column(name, overflow="fold")
-    for qid, gold, extracted in exceptions:
-        table.add_row(qid, gold, str(extracted))
-    console.print(table)
+    console.print(f"{spec}: {checked - len(exceptions)}/{checked} agree ({share:.2%})")
+    if exceptions:
+        table = Table(title="gold solutions that disagree with their gold answer")
+        for name in ("id", "gold answer", "extracted from solution"):
+            table.add_column(name, overflow="fold")
+        for qid, gold, extracted in exceptions:
+            table.add_row(qid, gold, str(extracted))
+        console.print(table)
     if share < min_agreement:
         raise typer.Exit(1)
 
