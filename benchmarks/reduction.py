@@ -12,7 +12,11 @@ the 40,000-question set tiles the MATH embeddings with small noise (embedding
 40,000 questions would take most of an hour on two cores). The MATH embeddings are cached
 under /tmp (see ``cluster_quality.py``).
 
-    python benchmarks/reduction.py --embed-texts 256 --repeats 3 --threads 1
+Probing: the probe stage's function (``probe_with_model``: k samples per question through the
+HF backend, answer checking, progress file) against a plain ``model.generate`` loop producing
+the same number of sampled completions of the same prompts; tokens/s of each, same run.
+
+    python benchmarks/reduction.py --embed-texts 256 --repeats 3 --threads 1 --probe-questions 16
 """
 
 from __future__ import annotations
@@ -46,6 +50,57 @@ from sparft.reduce import ReduceConfig, fit_reduce
 from sparft.selection import SelectConfig, select_subset
 
 console = Console(width=140)
+
+
+def probe_throughput(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """tokens/s of the probe stage's function against plain batched sampling, ABBA order."""
+    import tempfile
+    from argparse import Namespace
+
+    from generation import run_plain
+
+    from sparft.arithmetic import ArithmeticConfig
+    from sparft.data import DataConfig, load_dataset
+    from sparft.generation import GenerationConfig, HFBackend, render_prompt
+    from sparft.models import load_causal_lm, prepare_model
+    from sparft.probe import ProbeConfig, probe_with_model
+    from sparft.prompts import PromptConfig, build_messages
+
+    path = prepare_model("smollm2-135m")
+    model, tokenizer = load_causal_lm(path, "float32", "cpu")
+    frame, _ = load_dataset(DataConfig(spec="arithmetic"), ArithmeticConfig(per_grade=8))
+    frame = frame.sample(args.probe_questions, random_state=0)
+    k, tokens = 4, args.probe_tokens
+    cfg = ProbeConfig(k=k, temperature=0.7, max_new_tokens=tokens, batch_questions=len(frame))
+    gen = GenerationConfig(model=path, batch_size=32, max_new_tokens=tokens, temperature=0.7)
+    texts = [
+        render_prompt(tokenizer, build_messages(q, PromptConfig()))[0] for q in frame["question"]
+    ]
+    plain_args = Namespace(seed=0, max_new_tokens=tokens, temperature=0.7, top_p=1.0)
+    rates: dict[str, list[float]] = {"probe": [], "plain": []}
+    for order in (("probe", "plain"), ("plain", "probe")):
+        for side in order:
+            if side == "probe":
+                with tempfile.TemporaryDirectory() as tmp:
+                    backend = HFBackend(gen, model=model, tokenizer=tokenizer)
+                    started = time.perf_counter()
+                    probed = probe_with_model(
+                        frame, backend, cfg, PromptConfig(), path, Path(tmp) / "p.parquet"
+                    )
+                    seconds = time.perf_counter() - started
+                made = float((probed["mean_completion_tokens"] * k).sum())
+            else:
+                repeated = [t for t in texts for _ in range(k)]
+                measured = run_plain(model, tokenizer, repeated, plain_args, 32)
+                seconds, made = measured.seconds, float(measured.tokens)
+            rates[side].append(made / seconds)
+    probe_rate, plain_rate = statistics.median(rates["probe"]), statistics.median(rates["plain"])
+    what = f"probe {len(frame)} questions x {k}, <= {tokens} tokens (SmolLM2-135M)"
+    return [
+        (what, "plain generate loop", f"{plain_rate:.1f} tok/s"),
+        (what, "probe stage function", f"{probe_rate:.1f} tok/s"),
+        (what, "ratio probe / plain", f"{probe_rate / plain_rate:.3f}"),
+    ]
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -144,6 +199,8 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--large", type=int, default=40_000)
+    parser.add_argument("--probe-questions", type=int, default=16, help="0 skips probing.")
+    parser.add_argument("--probe-tokens", type=int, default=32)
     parser.add_argument("--plots-dir", type=Path, default=Path("/tmp/sparft-bench/plots"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,6 +222,9 @@ def main() -> None:
     big_ids = np.array([f"t{i}" for i in range(len(big))])
     big_difficulty = np.tile(difficulty, tiles)[: args.large]
     rows += reduction_times(big_ids, big, big_difficulty, f"{args.large:,} tiled", args.plots_dir)
+
+    if args.probe_questions:
+        rows += probe_throughput(args)
 
     table = Table(
         title=f"data reduction ({os.cpu_count()} shared cores; embedding: {args.threads} torch "

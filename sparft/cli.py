@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -240,44 +242,122 @@ def stage(
     set_: SetOpt = None,
 ) -> None:
     """Run one pipeline stage: read its params section and inputs, write its outputs."""
-    from sparft.stages import STAGES
+    from sparft.stages import ARTIFACTS, STAGES
+    from sparft.tracking import run_stage
 
     if name not in STAGES:
         _fail(ConfigError(f"unknown stage '{name}' (stages: {', '.join(STAGES)})"))
     p = _params(params, set_)
     start = time.perf_counter()
     try:
-        summary = STAGES[name](p)
+        summary = run_stage(name, p, STAGES[name], ARTIFACTS.get(name, ()))
     except USER_ERRORS as err:
         _fail(err)
     console.print_json(json.dumps(summary, default=str))
     console.print(f"stage {name} finished in {time.perf_counter() - start:.1f} s")
 
 
+def _pipeline_flow() -> Any:
+    """``flows.pipeline.pipeline``. ``flows/`` sits beside the package in the source checkout and
+    is not installed with it, so it is imported from there when it is not importable already.
+    Prefect reads its settings at import: the STACK notes' defaults are set first."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    try:
+        from flows.pipeline import pipeline
+    except ModuleNotFoundError as err:
+        checkout = Path(__file__).resolve().parents[1]
+        if err.name != "flows" or not (checkout / "flows" / "pipeline.py").is_file():
+            raise
+        sys.path.insert(0, str(checkout))
+        from flows.pipeline import pipeline
+    return pipeline
+
+
 @app.command()
 def run(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Run the pipeline stages that exist so far, in order, and print where results are."""
-    from sparft.stages import STAGES
-
+    """Run the pipeline as a Prefect flow of cached stages (on Prefect's ephemeral API, or on the
+    server at PREFECT_API_URL), keep dvc.lock in step, and print where the results are."""
     p = _params(params, set_)
-    for name, stage_fn in STAGES.items():
+    pipeline = _pipeline_flow()
+    try:
+        report = pipeline(params_file=str(params), overrides=list(set_ or []))
+    except USER_ERRORS as err:
+        _fail(err)
+    for name, stage in report["stages"].items():
         console.rule(f"stage {name}")
-        start = time.perf_counter()
-        try:
-            summary = stage_fn(p)
-        except USER_ERRORS as err:
-            _fail(err)
-        console.print(f"{name} finished in {time.perf_counter() - start:.1f} s")
+        if stage["cached"]:
+            console.print(f"{name} cached (its run took {stage['stage_seconds']:.1f} s)")
+        else:
+            console.print(f"{name} finished in {stage['seconds']:.1f} s")
+        summary = stage["summary"]
         if name == "load":
             _print_report(summary, Path(p.data.out))
         elif name == "probe":
             _print_solve_rates(summary)
+        elif name == "evaluate":
+            _print_eval(summary)
         else:
             _print_scalars(name, summary)
-    console.print(
-        "results: data/ (subset.parquet is the training subset, *_summary.json the metrics), "
-        "plots: data/plots/"
-    )
+    for note in report["notes"]:
+        console.print(f"note: {note}", highlight=False)
+    _print_where(p, report)
+
+
+@app.command()
+def serve(
+    cron: Annotated[
+        str, typer.Option(help="Cron schedule, e.g. '0 3 * * *' (every day at 03:00).")
+    ] = "0 3 * * *",
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "scheduled",
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Serve the pipeline as a scheduled Prefect deployment until interrupted; the params file,
+    overrides and this folder are its parameters. Needs a server (PREFECT_API_URL)."""
+    _params(params, set_)  # a bad setting fails now, not at 3 am
+    pipeline = _pipeline_flow()
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        console.print(
+            "note: PREFECT_API_URL is not set, so this serves on a temporary server that stops "
+            "with it. For a lasting schedule: prefect server start --host 127.0.0.1, then "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api",
+            highlight=False,
+        )
+    parameters = {
+        "params_file": str(params.resolve()),
+        "overrides": list(set_ or []),
+        "project_dir": str(Path.cwd()),
+    }
+    pipeline.serve(name=name, cron=cron, parameters=parameters, tags=["sparft"])
+
+
+def _print_where(p: Params, report: dict[str, Any] | None = None) -> None:
+    """Where a finished pipeline run left its results."""
+    table = Table(title="where the results are", show_header=False)
+    table.add_row("training subset", "data/subset.parquet")
+    table.add_row("trained policy", "data/train/model (metrics: data/train/metrics.json)")
+    table.add_row("held-out evaluation", "data/eval/metrics.json, data/eval/results.parquet")
+    table.add_row("plots", "data/plots/ (cluster map, arm choices, training curves, accuracy)")
+    if p.tracking.enabled:
+        uri = os.environ.get("MLFLOW_TRACKING_URI", p.tracking.uri)
+        table.add_row(
+            "MLflow", f"{uri}, experiment '{p.tracking.experiment}': mlflow ui "
+            f"--backend-store-uri {uri} --host 127.0.0.1"
+        )  # fmt: skip
+        if report and report.get("mlflow_run_id"):
+            table.add_row("MLflow parent run", report["mlflow_run_id"])
+    if report and report.get("flow_run_id"):
+        where = report.get("flow_run_url") or (
+            "Prefect's ephemeral API (database in PREFECT_HOME): browse it with "
+            "prefect server start --host 127.0.0.1, then http://127.0.0.1:4200"
+        )
+        table.add_row(
+            "Prefect flow run", f"{report['flow_run_name']} ({report['flow_run_id']}): {where}"
+        )
+    console.print(table)
 
 
 def _print_scalars(name: str, summary: dict[str, Any]) -> None:
@@ -301,3 +381,110 @@ def _print_solve_rates(summary: dict[str, Any]) -> None:
         table.add_row(label, str(row["questions"]), f"{row['solve_rate']:.3f}")
     table.add_row("all", str(summary["questions"]), f"{summary['solve_rate']:.3f}")
     console.print(table)
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[
+        str | None,
+        typer.Option(help="'trained', a preset, a model or LoRA adapter folder, or a HF id."),
+    ] = None,
+    benchmark: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="gsm8k, math500, aime24, aime25, arithmetic-heldout, or a jsonl/json/parquet/csv "
+            "file (repeatable)."
+        ),
+    ] = None,
+    n: Annotated[int | None, typer.Option(help="Samples per question.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 for greedy.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Seeded sample of questions per benchmark.")
+    ] = None,
+    max_new_tokens: Annotated[int | None, typer.Option()] = None,
+    base: Annotated[
+        bool | None, typer.Option("--base/--no-base", help="Also evaluate generation.model.")
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for results.parquet, metrics.json, eval_accuracy.png (not data/eval, "
+            "which the evaluate stage writes for DVC)."
+        ),
+    ] = Path("data/eval-cli"),
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Accuracy (pass@1, pass@k) of a model, and of the base model, on math benchmarks."""
+    from pydantic import ValidationError
+
+    from sparft.evaluation import EvaluateConfig
+    from sparft.stages.evaluate import run_evaluation
+
+    p = _params(params, set_)
+    update = {
+        k: v
+        for k, v in {
+            "model": model,
+            "benchmarks": benchmark,
+            "n": n,
+            "temperature": temperature,
+            "limit": limit,
+            "max_new_tokens": max_new_tokens,
+            "include_base": base,
+        }.items()
+        if v is not None
+    }
+    try:
+        cfg = EvaluateConfig.model_validate({**p.evaluate.model_dump(), **update})
+        summary = run_evaluation(p, cfg, out, out / "eval_accuracy.png")
+    except ValidationError as err:
+        _fail(ConfigError("; ".join(f"evaluate: {e['msg']}" for e in err.errors())))
+    except USER_ERRORS as err:
+        _fail(err)
+    _print_eval(summary)
+    console.print(f"wrote {summary['results']}, {out / 'metrics.json'} and {summary['plot']}")
+
+
+def _print_eval(summary: dict[str, Any]) -> None:
+    """One row per model and benchmark: accuracy with its standard error, then speed."""
+    metrics = {
+        label: {b: {k.replace("_at_", "@"): v for k, v in m.items()} for b, m in per.items()}
+        for label, per in summary["metrics"].items()
+    }
+    ks = sorted(
+        {
+            int(k[5:])
+            for per in metrics.values()
+            for m in per.values()
+            for k in m
+            if k.startswith("pass@") and k[5:].isdigit() and k != "pass@1"
+        }
+    )
+    settings = summary.get("settings", {})
+    table = Table(
+        title=f"evaluation: {settings.get('n')} sample(s) per question, "
+        f"T={settings.get('temperature')}, max {settings.get('max_new_tokens')} new tokens"
+    )
+    columns = ["model", "benchmark", "questions", "pass@1 ± se", *[f"pass@{k}" for k in ks]]
+    columns += ["mean tokens", "truncated", "wall s", "questions/s", "tokens/s"]
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("model", "benchmark") else "right")
+    for label, per in metrics.items():
+        for bench, m in per.items():
+            se = m.get("pass@1_se")
+            table.add_row(
+                label,
+                bench,
+                str(m["questions"]),
+                f"{m['pass@1']:.3f}" + (f" ± {se:.3f}" if se is not None else ""),
+                *[f"{m[f'pass@{k}']:.3f}" for k in ks],
+                f"{m['mean_completion_tokens']:.0f}",
+                f"{m['truncated_share']:.1%}",
+                f"{m.get('wall_s', 0):.1f}",
+                f"{m.get('questions_per_s', 0):.3g}",
+                f"{m.get('tokens_per_s', 0):.3g}",
+            )
+    console.print(table)
+    for note in summary.get("notes", []):
+        console.print(f"note: {note}", highlight=False)

@@ -9,14 +9,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sparft.arithmetic import ArithmeticConfig
+from sparft.bandit import BanditConfig
 from sparft.cluster import ClusterConfig
 from sparft.data import DataConfig
 from sparft.embed import EmbedConfig
+from sparft.evaluation import EvaluateConfig
 from sparft.generation import GenerationConfig
 from sparft.probe import ProbeConfig
 from sparft.prompts import PromptConfig
 from sparft.reduce import ReduceConfig
 from sparft.selection import SelectConfig
+from sparft.tracking import TrackingConfig
+from sparft.train_config import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -35,6 +39,10 @@ class Params(BaseModel):
     reduce: ReduceConfig = Field(default_factory=ReduceConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
+    bandit: BanditConfig = Field(default_factory=BanditConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 
 class ConfigError(ValueError):

@@ -206,3 +206,84 @@ def _save(fig: Any, path: str | Path) -> Path:
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def plot_solve_rate_histogram(
+    solve_rates: np.ndarray, k: int | None, path: str | Path, title: str = ""
+) -> Path:
+    """Questions per difficulty value: with k samples the solve rate takes k + 1 values; with
+    ``k=None`` (a data set's own labels) each distinct value gets a bar."""
+    rates = np.asarray(solve_rates, dtype=float)
+    values = np.linspace(0.0, 1.0, k + 1) if k else np.unique(rates.round(6))
+    counts = [int(np.isclose(rates, v).sum()) for v in values]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.bar(values, counts, width=0.8 / max(len(values) - 1, 1), color="#4c72b0")
+    for v, c in zip(values, counts, strict=True):
+        ax.annotate(str(c), (v, c), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(values, [f"{v:.2f}" for v in values])
+    ax.set_xlabel(f"solve rate ({k} samples per question)" if k else "difficulty (from labels)")
+    ax.set_ylabel("questions")
+    ax.set_title(title or f"{len(rates)} questions, mean solve rate {rates.mean():.3f}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_arm_choices(
+    steps: np.ndarray, arms: np.ndarray, solve_rates: np.ndarray, n_arms: int, path: str | Path
+) -> Path:
+    """Which cluster the bandit picked at each step (coloured by the step's solve rate), and
+    the running share of picks per arm: where the curriculum spent its steps."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 5.5), sharex=True)
+    points = top.scatter(steps, arms, c=solve_rates, cmap="viridis", vmin=0, vmax=1, s=30)
+    fig.colorbar(points, ax=top, label="step solve rate")
+    top.set_yticks(range(n_arms))
+    top.set_ylabel("arm (cluster)")
+    top.set_title("Arm chosen per step")
+    colours = cluster_colours(n_arms)
+    picks = np.zeros((len(steps), n_arms))
+    picks[np.arange(len(steps)), arms.astype(int)] = 1
+    share = picks.cumsum(axis=0) / np.arange(1, len(steps) + 1)[:, None]
+    bottom.stackplot(
+        steps, share.T, colors=colours.colors, labels=[f"arm {a}" for a in range(n_arms)]
+    )
+    bottom.set_ylim(0, 1)
+    bottom.set_ylabel("share of picks so far")
+    bottom.set_xlabel("step")
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path
+) -> Path:
+    """One small panel per named curve (x = step), with a rolling mean over noisy values."""
+    names = [n for n, (x, _) in curves.items() if len(x)]
+    cols = 2
+    rows = max(1, (len(names) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(9, 2.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        x, y = curves[name]
+        ax.plot(x, y, color="#9e9e9e", linewidth=1, label="per step")
+        window = max(1, len(y) // 8)
+        if window > 1:
+            smooth = np.convolve(y, np.ones(window) / window, mode="valid")
+            ax.plot(
+                x[window - 1 :], smooth, color="#c44e52", linewidth=2, label=f"mean of {window}"
+            )
+            ax.legend(fontsize=7)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sparft.cli import app
+from sparft.stages import STAGES
 
 runner = CliRunner()
 
@@ -106,6 +107,12 @@ def test_run_executes_every_stage(in_tmp: Path, tiny_lm_dir: Path) -> None:
         "probe.max_new_tokens=8",
         "cluster.k=3",
         "select.budget=6",
+        "train.max_steps=2",
+        "train.num_generations=2",
+        "train.max_completion_length=8",
+        "train.num_threads=1",
+        "evaluate.max_new_tokens=8",
+        "evaluate.limit=4",
     ]
     result = runner.invoke(app, ["run", *[a for o in overrides for a in ("--set", o)]])
     assert result.exit_code == 0, result.output
@@ -115,3 +122,16 @@ def test_run_executes_every_stage(in_tmp: Path, tiny_lm_dir: Path) -> None:
     summary = json.loads((in_tmp / "data" / "probe_summary.json").read_text())
     assert set(summary["solve_rate_by_label"]) == {"1", "2", "3"}
     assert (in_tmp / "data" / "plots" / "cluster_map.png").stat().st_size > 0
+    assert (in_tmp / "data" / "train" / "model" / "config.json").exists()
+    assert (in_tmp / "data" / "plots" / "train_arms.png").stat().st_size > 0
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{in_tmp / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sparft").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sparft.kind") == "pipeline"]
+    children = {r.data.tags["sparft.stage"]: r for r in runs if r is not parent}
+    assert list(children) != [] and set(children) == set(STAGES)
+    for child in children.values():
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"

@@ -34,15 +34,21 @@ def test_dvc_repro_runs_stages_then_is_a_no_op(tmp_path: Path, tiny_lm_dir: Path
     params["probe"].update(k=2, max_new_tokens=8)
     params["cluster"].update(k=3)
     params["select"].update(budget=6)
+    params["train"].update(max_steps=2, num_generations=2, max_completion_length=8, num_threads=1)
+    params["evaluate"].update(max_new_tokens=8, limit=4)
+    params["tracking"].update(enabled=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], tmp_path)
     _run(["dvc", "init", "-q"], tmp_path)
     _run(["dvc", "config", "core.analytics", "false"], tmp_path)
 
     out = _run(["dvc", "repro"], tmp_path)
-    for stage in ("load", "embed", "reduce", "probe", "cluster", "select"):
+    for stage in ("load", "embed", "reduce", "probe", "cluster", "select", "train", "evaluate"):
         assert f"Running stage '{stage}'" in out
-    for artifact in ("train.parquet", "probe.parquet", "subset.parquet", "plots/cluster_map.png"):
+    for artifact in (
+        "train.parquet", "probe.parquet", "subset.parquet", "plots/cluster_map.png",
+        "train/model/config.json", "train/metrics.json", "eval/metrics.json",
+    ):  # fmt: skip
         assert (tmp_path / "data" / artifact).stat().st_size > 0
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], tmp_path)
     again = _run(["dvc", "repro"], tmp_path)
@@ -51,6 +57,6 @@ def test_dvc_repro_runs_stages_then_is_a_no_op(tmp_path: Path, tiny_lm_dir: Path
     params["select"].update(budget=3)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = _run(["dvc", "repro"], tmp_path)
-    assert "Running stage 'select'" in changed
+    assert "Running stage 'select'" in changed and "Running stage 'train'" in changed
     assert "Running stage 'probe'" not in changed and "Running stage 'cluster'" not in changed
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], tmp_path)

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from sparft.cluster import ClusterConfig, run_clustering
-from sparft.plots import cluster_colours, map_coordinates, plot_cluster_bars, plot_cluster_map
+from sparft.plots import (
+    cluster_colours,
+    map_coordinates,
+    plot_arm_choices,
+    plot_cluster_bars,
+    plot_cluster_map,
+    plot_solve_rate_histogram,
+    plot_training_curves,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -54,3 +62,22 @@ def test_failed_plot_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         plot_cluster_map(np.zeros((3, 2)), np.array([0, 1]), np.zeros(3), tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_solve_rate_histogram_counts_every_question(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rates = np.array([0, 0, 0.25, 1.0, 0.5, 0.5, 0.5])
+    out = plot_solve_rate_histogram(rates, 4, tmp_path / "h.png")
+    assert Image.open(out).size[0] > 300
+    labels = plot_solve_rate_histogram(np.array([0.0, 0.25, 0.25, 1.0]), None, tmp_path / "l.png")
+    assert labels.stat().st_size > 5_000
+
+
+def test_arm_choices_and_training_curves(tmp_path: Path) -> None:
+    steps = np.arange(1, 21)
+    arms = np.array([0, 1, 2] * 6 + [2, 2])
+    out = plot_arm_choices(steps, arms, np.linspace(0, 1, 20), 3, tmp_path / "arms.png")
+    assert out.stat().st_size > 10_000
+    curves = {"reward": (steps, np.sin(steps)), "empty": (np.array([]), np.array([]))}
+    assert plot_training_curves(curves, tmp_path / "c.png").stat().st_size > 5_000

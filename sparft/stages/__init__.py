@@ -5,10 +5,11 @@ writes its outputs there atomically. ``sparft stage NAME`` and the Prefect flow 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sparft.config import Params
-from sparft.stages import cluster, embed, load, probe, reduce, selection
+from sparft.stages import cluster, embed, evaluate, load, probe, reduce, selection, train
 
 STAGES: dict[str, Callable[[Params], dict[str, Any]]] = {
     "load": load.run,
@@ -17,4 +18,20 @@ STAGES: dict[str, Callable[[Params], dict[str, Any]]] = {
     "probe": probe.run,
     "cluster": cluster.run,
     "select": selection.run,
+    "train": train.run,
+    "evaluate": evaluate.run,
+}
+
+ARTIFACTS: dict[str, tuple[Path, ...]] = {
+    name: tuple(getattr(module, "ARTIFACTS", ()))
+    for name, module in {
+        "load": load,
+        "embed": embed,
+        "reduce": reduce,
+        "probe": probe,
+        "cluster": cluster,
+        "select": selection,
+        "train": train,
+        "evaluate": evaluate,
+    }.items()
 }

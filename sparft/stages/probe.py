@@ -12,11 +12,14 @@ from sparft.data import read_dataset
 from sparft.generation import make_backend
 from sparft.io import write_json, write_parquet
 from sparft.models import prepare_model
+from sparft.plots import plot_solve_rate_histogram
 from sparft.probe import probe_with_labels, probe_with_model, sample_questions
 
 OUT = Path("data/probe.parquet")
 PROGRESS = Path("data/probe.progress.parquet")
 SUMMARY = Path("data/probe_summary.json")
+HISTOGRAM = Path("data/plots/probe_solve_rates.png")
+ARTIFACTS = (SUMMARY, HISTOGRAM)
 
 
 def summarise(frame: pd.DataFrame, probed: pd.DataFrame) -> dict[str, Any]:
@@ -48,6 +51,11 @@ def run(params: Params) -> dict[str, Any]:
     write_parquet(probed, OUT)
     summary = summarise(frame, probed)
     write_json(summary, SUMMARY)
+    by_model = cfg.source == "model"
+    how = f"{cfg.k} samples each (T={cfg.temperature:g})" if by_model else "from labels"
+    title = f"{len(probed)} questions, {how}: mean solve rate {summary['solve_rate']:.3f}"
+    k = cfg.k if by_model else None
+    plot_solve_rate_histogram(probed["solve_rate"].to_numpy(), k, HISTOGRAM, title)
     PROGRESS.unlink(missing_ok=True)
     PROGRESS.with_suffix(".json").unlink(missing_ok=True)
     return summary

@@ -1,0 +1,296 @@
+"""Training benchmarks: the curriculum's cost per step, and sample efficiency against uniform.
+
+(a) ``overhead``: seconds per step of ``CurriculumGRPOTrainer`` (sparft curriculum) against
+TRL's own ``GRPOTrainer`` with its default sampler, identical config, alternating rounds in the
+same process. Every completion is forced to the same length (``min_new_tokens``), so both sides
+do the same work whatever prompts they draw (target ratio <= 1.02).
+
+(b) ``efficiency``: ``sparft`` (bandit over the selected subset) against ``uniform`` (plain GRPO
+over every loaded question), several seeds each, greedy held-out accuracy every few steps,
+against steps and against unique questions seen. Needs a project folder where the pipeline ran
+up to ``select`` (``data/subset.parquet``, ``data/train.parquet``).
+
+    python benchmarks/training.py overhead --steps 20 --rounds 3
+    python benchmarks/training.py efficiency --project . --seeds 0 1 2 --steps 20 --every 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import TrainerCallback
+
+from sparft.bandit import BanditConfig
+from sparft.config import load_params
+from sparft.curriculum import make_curriculum
+from sparft.data import read_dataset
+from sparft.evaluation import heldout_arithmetic, score_results, training_ids
+from sparft.generation import GenerationConfig, HFBackend
+from sparft.io import write_json
+from sparft.models import prepare_model
+from sparft.plots import plot_training_curves
+from sparft.prompts import PromptConfig, build_messages
+from sparft.rewards import correctness_reward, format_reward
+from sparft.train_config import TrainConfig
+from sparft.trainer import build_trainer, grpo_args, load_policy, training_dataset
+
+console = Console()
+
+
+class StepTimes(TrainerCallback):
+    """Wall time of every optimizer step (generation, scoring and update)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def tiny_model(folder: Path) -> str:
+    """A 2-layer Llama with SmolLM2's tokenizer: curriculum overhead is most visible when the
+    model's own work is small."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(prepare_model("smollm2-135m"))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def overhead(args: argparse.Namespace) -> None:
+    from trl import GRPOTrainer
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = (
+            tiny_model(Path(tmp) / "tiny") if args.model == "tiny" else prepare_model(args.model)
+        )
+        n = 64
+        frame = pd.DataFrame(
+            {
+                "id": [f"q{i}" for i in range(n)],
+                "question": [f"What is {i} + {i % 7}?" for i in range(n)],
+                "answer": [str(i + i % 7) for i in range(n)],
+                "cluster": [i % 8 for i in range(n)],
+            }
+        )
+        cfg = TrainConfig(
+            max_steps=args.steps,
+            prompts_per_step=args.prompts,
+            num_generations=args.generations,
+            max_completion_length=args.max_completion_length,
+            save_steps=10**6,
+            checkpoint_dir=str(Path(tmp) / "ckpt"),
+            grpo={"generation_kwargs": {"min_new_tokens": args.max_completion_length}},
+        )
+        times: dict[str, list[float]] = {"trl": [], "sparft": []}
+        for round_ in range(args.rounds):
+            for side in ("trl", "sparft"):
+                clock = StepTimes()
+                if side == "sparft":
+                    curriculum = make_curriculum("sparft", frame, BanditConfig(seed=round_))
+                    trainer = build_trainer(
+                        cfg, model, frame, curriculum, PromptConfig(), callbacks=[clock]
+                    )
+                else:
+                    policy, tokenizer, peft = load_policy(model, cfg)
+                    trainer = GRPOTrainer(
+                        model=policy,
+                        reward_funcs=[correctness_reward, format_reward],
+                        args=grpo_args(cfg),
+                        train_dataset=training_dataset(frame, PromptConfig()),
+                        processing_class=tokenizer,
+                        peft_config=peft,
+                        callbacks=[clock],
+                    )
+                trainer.train()
+                times[side].extend(clock.times[1:])  # the first step warms up caches
+                console.print(
+                    f"round {round_} {side}: median {statistics.median(clock.times):.3f} s"
+                )
+    table = Table(title=f"curriculum overhead, {args.model}, {args.threads} thread(s)")
+    for col in ("trainer", "steps timed", "median s/step", "mean s/step", "ratio (median)"):
+        table.add_column(col, justify="right")
+    ref = statistics.median(times["trl"])
+    for side, label in (
+        ("trl", "TRL GRPOTrainer (RepeatSampler)"),
+        ("sparft", "sparft curriculum"),
+    ):
+        med = statistics.median(times[side])
+        table.add_row(
+            label, str(len(times[side])), f"{med:.4f}", f"{statistics.mean(times[side]):.4f}",
+            f"{med / ref:.3f}",
+        )  # fmt: skip
+    console.print(table)
+
+
+class HeldoutCheck(TrainerCallback):
+    """Greedy accuracy of the policy on held-out questions at step 0 and every ``every`` steps."""
+
+    def __init__(self, questions: pd.DataFrame, prompt: PromptConfig, every: int, tokens: int):
+        self.questions = questions
+        self.prompts = [build_messages(q, prompt) for q in questions["question"]]
+        self.every = every
+        self.tokens = tokens
+        self.points: list[dict[str, float]] = []
+        self.trainer: Any = None
+
+    def check(self, model: Any, step: int, seen: int) -> None:
+        was_training = model.training
+        model.eval()
+        rng = torch.get_rng_state()
+        backend = HFBackend(
+            GenerationConfig(temperature=0.0, batch_size=32),
+            model=model,
+            tokenizer=self.trainer.processing_class,
+        )
+        results = backend.generate(self.prompts, max_new_tokens=self.tokens, progress=False)
+        torch.set_rng_state(rng)  # the check must not change what training samples next
+        scored = score_results(self.questions, results, "heldout", "policy")
+        model.train(was_training)
+        accuracy = float(scored["n_correct"].sum() / len(scored))
+        self.points.append({"step": step, "accuracy": accuracy, "unique_seen": seen})
+
+    def on_step_end(
+        self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any
+    ) -> None:
+        if state.global_step % self.every == 0 or state.global_step == args.max_steps:
+            seen = len(self.trainer.curriculum.seen)
+            self.check(self.trainer.model, state.global_step, seen)
+
+
+def efficiency(args: argparse.Namespace) -> None:
+    project = Path(args.project)
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    params = load_params(project / "params.yaml")
+    os.chdir(project)
+    subset = pd.read_parquet("data/subset.parquet")
+    full = read_dataset(params.data.out)
+    heldout, _ = heldout_arithmetic(
+        params.arithmetic, params.arithmetic.seed + 1000, args.heldout_per_grade,
+        training_ids(params.data, params.arithmetic),
+    )  # fmt: skip
+    model = prepare_model(params.train.model or params.generation.model)
+    runs: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        for strategy in args.strategies:
+            frame = (
+                subset
+                if strategy == "sparft"
+                else (full if args.uniform_data == "full" else subset)
+            )
+            cfg = params.train.model_copy(
+                update={
+                    "max_steps": args.steps,
+                    "seed": seed,
+                    "save_steps": 10**6,
+                    "num_threads": args.threads,
+                    "checkpoint_dir": tempfile.mkdtemp(prefix="sparft-bench-"),
+                }
+            )
+            bandit = params.bandit.model_copy(update={"seed": seed})
+            curriculum = make_curriculum(strategy, frame, bandit, seed=seed)
+            check = HeldoutCheck(heldout, params.prompt, args.every, args.eval_tokens)
+            started = time.perf_counter()
+            trainer = build_trainer(cfg, model, frame, curriculum, params.prompt, callbacks=[check])
+            check.trainer = trainer
+            check.check(trainer.model, 0, 0)
+            trainer.train()
+            run = {
+                "strategy": strategy,
+                "seed": seed,
+                "training_questions": len(frame),
+                "seconds": time.perf_counter() - started,
+                "points": check.points,
+                "arms": [r["arm"] for r in curriculum.history],
+                "train_solve_rate": [r["solve_rate"] for r in curriculum.history],
+            }
+            runs.append(run)
+            write_json({"heldout_questions": len(heldout), "runs": runs}, out)
+            console.print(f"{strategy} seed {seed}: {check.points[-1]} in {run['seconds']:.0f} s")
+    report(runs, len(heldout), out)
+
+
+def report(runs: list[dict[str, Any]], heldout: int, out: Path) -> None:
+    table = Table(title=f"held-out greedy accuracy ({heldout} questions), mean ± sd over seeds")
+    for col in ("strategy", "training qs", "step", "accuracy", "unique questions seen", "s/run"):
+        table.add_column(col, justify="right")
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for strategy in dict.fromkeys(r["strategy"] for r in runs):
+        mine = [r for r in runs if r["strategy"] == strategy]
+        steps = [p["step"] for p in mine[0]["points"]]
+        acc = np.array([[p["accuracy"] for p in r["points"]] for r in mine])
+        seen = np.array([[p["unique_seen"] for p in r["points"]] for r in mine])
+        for i, step in enumerate(steps):
+            table.add_row(
+                strategy, str(mine[0]["training_questions"]), str(step),
+                f"{acc[:, i].mean():.3f} ± {acc[:, i].std():.3f}",
+                f"{seen[:, i].mean():.1f}", f"{np.mean([r['seconds'] for r in mine]):.0f}",
+            )  # fmt: skip
+        curves[f"{strategy}: held-out accuracy vs step"] = (np.array(steps), acc.mean(axis=0))
+        curves[f"{strategy}: accuracy vs unique questions"] = (seen.mean(axis=0), acc.mean(axis=0))
+    console.print(table)
+    plot_training_curves(curves, out.with_suffix(".png"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("overhead")
+    a.add_argument("--model", default="tiny", help="tiny (random 2-layer) or a preset/folder")
+    a.add_argument("--steps", type=int, default=20)
+    a.add_argument("--rounds", type=int, default=3)
+    a.add_argument("--prompts", type=int, default=4)
+    a.add_argument("--generations", type=int, default=4)
+    a.add_argument("--max-completion-length", type=int, default=16)
+    a.add_argument("--threads", type=int, default=1)
+    b = sub.add_parser("efficiency")
+    b.add_argument("--project", default=".")
+    b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    b.add_argument("--strategies", nargs="+", default=["sparft", "uniform"])
+    b.add_argument("--uniform-data", choices=["full", "subset"], default="full")
+    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--every", type=int, default=5)
+    b.add_argument("--heldout-per-grade", type=int, default=4)
+    b.add_argument("--eval-tokens", type=int, default=48)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--out", default="benchmarks/results/efficiency.json")
+    args = parser.parse_args(argv)
+    overhead(args) if args.command == "overhead" else efficiency(args)
+
+
+if __name__ == "__main__":
+    main()

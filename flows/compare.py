@@ -1,0 +1,364 @@
+"""Compare flow: several strategies or seeds trained and evaluated on the same selected subset.
+
+The stages before ``from_stage`` run once, through the cached ``pipeline`` flow (a subflow).
+Each variant of the grid (e.g. ``train.curriculum`` in [sparft, uniform] x ``train.seed`` in
+[0, 1]) is a mapped task that runs the remaining stages in its own working copy,
+``data/compare/<variant>/``: stages read and write ``data/...`` relative to the current folder,
+which one process shares between threads, so each variant runs in a child process there. Its
+inputs are hard links to the project's files (stages replace files by rename, so a link is never
+written through). Variant tasks are cached like pipeline stages. Every variant is an MLflow run
+nested under the flow's ``compare`` run; the flow ends with a table artifact of the evaluation
+metrics per variant.
+
+    python -m flows.compare --grid train.curriculum=sparft,uniform --grid train.seed=0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.context import FlowRunContext
+
+from flows.pipeline import (
+    PERMANENT_ERRORS,
+    RETRY_DELAY_S,
+    StageSpec,
+    _absolute_uri,
+    _jsonable,
+    _stale_record,
+    _transient,
+    _working_dir,
+    find_dvc_yaml,
+    load_specs,
+    locate,
+    lookup,
+    output_digests,
+    path_digest,
+    pipeline,
+)
+from sparft.config import ConfigError, load_params
+from sparft.stages import ARTIFACTS, STAGES
+from sparft.stages.evaluate import METRICS as EVAL_METRICS
+from sparft.tracking import run_stage, tracked_run
+
+FLOWS_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_GRID: dict[str, list[Any]] = {"train.curriculum": ["sparft", "uniform"], "train.seed": [0]}
+RESULT_FILE = "variant.json"
+LOG_FILE = "variant.log"
+PERMANENT_EXIT = 3  # the worker's exit code for a configuration or data error: no retry
+
+
+def expand(grid: dict[str, list[Any]]) -> list[tuple[str, list[str]]]:
+    """Every combination of the grid as (label, ``section.key=value`` overrides)."""
+    keys = list(grid)
+    variants = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values, strict=True))
+        overrides = [f"{k}={json.dumps(v)}" for k, v in zip(keys, values, strict=True)]
+        variants.append((label, overrides))
+    return variants
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).replace("=", "-")
+
+
+def variant_inputs(specs: list[StageSpec]) -> list[str]:
+    """Files the variant's stages read but do not write: what its working copy needs."""
+    outs = {out for spec in specs for out in spec.outs}
+    deps = dict.fromkeys(d for spec in specs for d in spec.deps)
+    return [
+        d
+        for d in deps
+        if d not in outs and not Path(d).is_absolute() and d.split("/")[0] != "sparft"
+    ]
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Hard-link a file or folder into the working copy (copy where links are refused)."""
+    if source.is_dir():
+        for file in source.rglob("*"):
+            if file.is_file():
+                link_tree(file, target / file.relative_to(source))
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def variant_key(
+    label: str, specs: list[StageSpec], config: dict[str, Any], root: Path, workdir: Path
+) -> str:
+    """Like a stage key, over all the variant's stages: their external inputs and source
+    files, their params, and the working copy's folder."""
+    outs = {out for spec in specs for out in spec.outs}
+    deps = dict.fromkeys(d for spec in specs for d in spec.deps if d not in outs)
+    params = dict.fromkeys(k for spec in specs for k in spec.params)
+    payload = {
+        "label": label,
+        "workdir": str(workdir),
+        "deps": {d: path_digest(locate(root, d)) for d in deps},
+        "params": {k: lookup(config, k) for k in params},
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return f"sparft-compare-{hashlib.sha256(blob).hexdigest()[:40]}"
+
+
+def _run_variant(
+    label: str,
+    overrides: list[str],
+    params_file: str,
+    stages: list[str],
+    inputs: list[str],
+    outs: list[str],
+    root: str,
+    workdir: str,
+    parent_run_id: str | None,
+    tracking_uri: str | None,
+    cache_key: str,
+) -> dict[str, Any]:
+    """Link the inputs into the working copy, run the stages there in a child process, and
+    return its evaluation metrics and what it wrote."""
+    here = Path(workdir)
+    here.mkdir(parents=True, exist_ok=True)
+    for rel in inputs:
+        if (Path(root) / rel).exists():
+            link_tree(Path(root) / rel, here / rel)
+    job = {
+        "label": label,
+        "params_file": params_file,
+        "overrides": overrides,
+        "stages": stages,
+        "parent_run_id": parent_run_id,
+    }
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(FLOWS_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    with (here / LOG_FILE).open("w") as log:
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.compare", "--worker", json.dumps(job)],
+            cwd=here,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    if done.returncode != 0:
+        tail = (here / LOG_FILE).read_text()[-2000:]
+        kind = ValueError if done.returncode == PERMANENT_EXIT else RuntimeError
+        raise kind(f"variant {label} failed (exit {done.returncode}); {here / LOG_FILE}:\n{tail}")
+    result = json.loads((here / RESULT_FILE).read_text())
+    metrics = here / EVAL_METRICS
+    result["metrics"] = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    result["outputs"] = output_digests(here, outs)
+    result["cache_key"] = cache_key
+    return result
+
+
+def _key_from_inputs(_ctx: Any, inputs: dict[str, Any]) -> str | None:
+    return inputs.get("cache_key") or None
+
+
+variant_task = task(
+    _run_variant,
+    name="variant",
+    task_run_name="{label}",
+    cache_key_fn=_key_from_inputs,
+    persist_result=True,
+    retries=1,
+    retry_delay_seconds=RETRY_DELAY_S,
+    retry_condition_fn=_transient,
+)
+
+
+def compare_hook(run_ids: list[str]) -> Any:
+    """sparft's own comparison of MLflow runs, when the installed sparft has one."""
+    try:
+        from sparft.compare import compare_runs  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return compare_runs(run_ids)
+
+
+@flow(name="sparft-compare", description="Strategies x seeds, each in its own working copy.")
+def compare(
+    params_file: str = "params.yaml",
+    overrides: list[str] | None = None,
+    project_dir: str | None = None,
+    grid: dict[str, list[Any]] | None = None,
+    from_stage: str = "train",
+    include_base: bool = True,
+    parallel: int = 1,
+) -> dict[str, Any]:
+    """Run the stages before ``from_stage`` once, then the rest for every grid combination (at
+    most ``parallel`` at a time); with ``include_base``, evaluate ``generation.model`` too."""
+    root = Path(project_dir).resolve() if project_dir else Path.cwd()
+    names = list(STAGES)
+    if from_stage not in names:
+        raise ConfigError(f"from_stage '{from_stage}': not a stage ({', '.join(names)})")
+    shared, own = names[: names.index(from_stage)], names[names.index(from_stage) :]
+    evaluates = "evaluate" in own
+    once = ["evaluate.include_base=false"] if evaluates else []  # the base is evaluated once
+    jobs = [(label, own, [*o, *once]) for label, o in expand(grid or DEFAULT_GRID)]
+    with _working_dir(root):
+        params = load_params(params_file, overrides or [])
+        if include_base and evaluates:
+            jobs.append(
+                ("base", ["evaluate"], [*once, f"evaluate.model={params.generation.model}"])
+            )
+        dvc_yaml = find_dvc_yaml(root)
+        if dvc_yaml is None:
+            raise ConfigError("no dvc.yaml found: the compare flow reads each stage's inputs there")
+        ctx = FlowRunContext.get()
+        tags = {"sparft.kind": "compare"}
+        if ctx is not None:
+            tags["prefect.flow_run_id"] = str(ctx.flow_run.id)
+        with tracked_run("compare", params, tags=tags) as mlrun:
+            if shared:
+                pipeline(params_file, overrides, str(root), stages=shared)
+            uri = _absolute_uri(_tracking_uri(params), root) if mlrun is not None else None
+            calls = []
+            for label, stages, extra in jobs:
+                p = load_params(params_file, [*(overrides or []), *extra])
+                config = p.model_dump(mode="json")
+                specs = [s for name, s in load_specs(dvc_yaml, config).items() if name in stages]
+                workdir = root / "data" / "compare" / slug(label)
+                key = variant_key(label, specs, config, root, workdir)
+                outs = [o for spec in specs for o in spec.outs]
+                refresh = _stale_record(key, output_digests(workdir, outs), variant_task)
+                calls.append(
+                    (
+                        refresh,
+                        {
+                            "label": label,
+                            "overrides": [*(overrides or []), *extra],
+                            "params_file": str(Path(params_file).resolve()),
+                            "stages": stages,
+                            "inputs": variant_inputs(specs),
+                            "outs": outs,
+                            "root": str(root),
+                            "workdir": str(workdir),
+                            "parent_run_id": mlrun.info.run_id if mlrun is not None else None,
+                            "tracking_uri": uri,
+                            "cache_key": key,
+                        },
+                    )
+                )
+            results = _map_in_batches(calls, max(1, parallel))
+        table = metrics_table(results)
+        if table:
+            create_table_artifact(table, key="sparft-compare", description="evaluation per variant")
+        hooked = compare_hook([r["mlflow_run_id"] for r in results if r.get("mlflow_run_id")])
+        if hooked is None:
+            get_run_logger().info(
+                "no sparft.compare.compare_runs: the table artifact is the comparison"
+            )
+        return {"variants": results, "table": table}
+
+
+def _tracking_uri(params: Any) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", params.tracking.uri)
+
+
+def _map_in_batches(
+    calls: list[tuple[bool, dict[str, Any]]], parallel: int
+) -> list[dict[str, Any]]:
+    """Mapped variant tasks, ``parallel`` at a time (training runs are CPU- and memory-bound)."""
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(calls), parallel):
+        batch = calls[start : start + parallel]
+        futures = [
+            variant_task.with_options(refresh_cache=refresh).submit(**kwargs)
+            for refresh, kwargs in batch
+        ]
+        results.extend(f.result() for f in futures)
+    return results
+
+
+def metrics_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per variant, model and benchmark."""
+    rows = []
+    for result in results:
+        for model, per in result.get("metrics", {}).items():
+            for bench, m in per.items():
+                rows.append(
+                    {
+                        "variant": result["label"],
+                        "model": model,
+                        "benchmark": bench,
+                        **{k: _jsonable(v) for k, v in m.items()},
+                        "mlflow_run_id": result.get("mlflow_run_id"),
+                    }
+                )
+    return rows
+
+
+def _worker(job: dict[str, Any]) -> int:
+    """In the working copy: the variant's stages, as one MLflow run nested under the flow's."""
+    try:
+        params = load_params(job["params_file"], job["overrides"])
+        tags = {"sparft.kind": "compare-variant", "sparft.variant": job["label"]}
+        if job.get("parent_run_id"):
+            tags["mlflow.parentRunId"] = job["parent_run_id"]
+        with tracked_run(f"variant {job['label']}", params, tags=tags) as run:
+            for name in job["stages"]:
+                run_stage(name, params, STAGES[name], ARTIFACTS.get(name, ()))
+    except PERMANENT_ERRORS as err:
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return PERMANENT_EXIT
+    result = {"label": job["label"], "mlflow_run_id": run.info.run_id if run is not None else None}
+    Path(RESULT_FILE).write_text(json.dumps(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--grid", action="append", default=[], help="section.key=v1,v2 (values read as YAML)"
+    )
+    parser.add_argument("--from-stage", default="train")
+    parser.add_argument("--no-base", action="store_true")
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return _worker(json.loads(args.worker))
+    grid = {}
+    for item in args.grid:
+        key, _, values = item.partition("=")
+        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+    out = compare(
+        params_file=args.params,
+        overrides=args.overrides,
+        grid=grid or None,
+        from_stage=args.from_stage,
+        include_base=not args.no_base,
+        parallel=args.parallel,
+    )
+    for row in out["table"]:
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""Stage ``train``: GRPO on the selected subset with the configured curriculum.
+
+Writes the policy to ``data/train/model`` (full weights, or a LoRA adapter), the per-step
+curriculum record and trainer logs, run metrics, and plots of arm choices and training curves.
+Checkpoints go to ``train.checkpoint_dir`` (not a DVC output: they exist to resume).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sparft.config import Params
+from sparft.curriculum import SparftCurriculum, make_curriculum
+from sparft.data import DataError, read_dataset
+from sparft.io import write_json, write_parquet
+from sparft.models import prepare_model
+from sparft.plots import plot_arm_choices, plot_training_curves
+from sparft.stages.cluster import OUT as CLUSTERS
+from sparft.stages.selection import OUT as SUBSET
+from sparft.trainer import (
+    build_trainer,
+    history_frame,
+    log_history_frame,
+    save_policy,
+    summary_metrics,
+    train,
+)
+
+MODEL = Path("data/train/model")
+HISTORY = Path("data/train/history.parquet")
+LOGS = Path("data/train/logs.parquet")
+METRICS = Path("data/train/metrics.json")
+ARMS_PLOT = Path("data/plots/train_arms.png")
+CURVES_PLOT = Path("data/plots/train_curves.png")
+ARTIFACTS = (ARMS_PLOT, CURVES_PLOT, HISTORY, METRICS)
+
+CURVES = {
+    "reward": "reward",
+    "solve rate (curriculum batch)": "curriculum/solve_rate",
+    "effective prompt ratio": "curriculum/effective_prompt_ratio",
+    "KL to the reference": "kl",
+    "completion length (tokens)": "completions/mean_length",
+    "loss": "loss",
+    "generation seconds": "time/generation_s",
+    "update seconds": "time/update_s",
+}
+
+
+def training_frame(params: Params) -> pd.DataFrame:
+    """The questions to train on, with a ``cluster`` column when the curriculum needs one."""
+    if params.train.data == "subset":
+        if not SUBSET.exists():
+            raise DataError(f"{SUBSET}: no such file (run the select stage first)")
+        return pd.read_parquet(SUBSET)
+    frame = read_dataset(params.data.out)
+    if params.train.curriculum == "sparft":
+        if not CLUSTERS.exists():
+            raise DataError(f"{CLUSTERS}: no such file (run the cluster stage first)")
+        clusters = pd.read_parquet(CLUSTERS)[["id", "cluster"]]
+        frame = frame.merge(clusters, on="id", how="inner", validate="one_to_one")
+    return frame
+
+
+def _plots(history: pd.DataFrame, logs: pd.DataFrame, n_arms: int | None) -> None:
+    if n_arms is not None and not history.empty:
+        plot_arm_choices(
+            history["step"].to_numpy() + 1,
+            history["arm"].to_numpy(),
+            history["solve_rate"].to_numpy(),
+            n_arms,
+            ARMS_PLOT,
+        )
+    curves = {
+        title: (logs["step"].to_numpy(), logs[key].to_numpy(dtype=float))
+        for title, key in CURVES.items()
+        if key in logs and logs[key].notna().all()
+    }
+    plot_training_curves(curves, CURVES_PLOT)
+
+
+def run(params: Params) -> dict[str, Any]:
+    cfg = params.train
+    frame = training_frame(params)
+    curriculum = make_curriculum(cfg.curriculum, frame, params.bandit, seed=cfg.seed)
+    model_path = prepare_model(cfg.model or params.generation.model)
+    report_to = ["mlflow"] if params.tracking.enabled else []
+    trainer = build_trainer(cfg, model_path, frame, curriculum, params.prompt, report_to)
+    resumed = train(trainer, cfg)
+    save_policy(trainer, MODEL)
+    history = history_frame(curriculum)
+    logs = log_history_frame(trainer.state.log_history)
+    summary: dict[str, Any] = {
+        "curriculum": cfg.curriculum,
+        "training_questions": len(frame),
+        "resumed_from": str(resumed) if resumed else None,
+        "lora": hasattr(trainer.model, "peft_config"),
+        **summary_metrics(history, logs),
+    }
+    if not trainer.args.should_save:
+        return summary
+    n_arms = None
+    if isinstance(curriculum, SparftCurriculum):
+        n_arms = len(curriculum.arm_labels)
+        picks = np.bincount(history["arm"].to_numpy(dtype=int), minlength=n_arms)
+        summary["arm_picks"] = {str(curriculum.arm_labels[a]): int(c) for a, c in enumerate(picks)}
+    write_parquet(history, HISTORY)
+    write_parquet(logs, LOGS)
+    write_json(summary, METRICS)
+    _plots(history, logs, n_arms)
+    return summary

@@ -1,0 +1,168 @@
+"""MLflow wiring for the entry points (CLI, Prefect flows). Library modules never import this.
+
+A pipeline run is one parent MLflow run; each stage is a nested run holding the flattened
+resolved config as params, the stage summary's numbers as metrics, its plots and small outputs
+as artifacts, and the status FAILED with the error when the stage raises.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from sparft.config import Params
+
+MAX_PARAM_CHARS = 6000
+
+
+class TrackingConfig(BaseModel):
+    """The ``tracking`` section: where runs are recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Record stages and pipeline runs in MLflow.")
+    uri: str = Field(
+        "sqlite:///mlflow.db",
+        description="MLflow tracking URI; the default is a SQLite file in the project folder. "
+        "Env MLFLOW_TRACKING_URI overrides.",
+    )
+    experiment: str = Field("sparft", description="One experiment per project.")
+    log_model: bool = Field(
+        True, description="Log the trained policy as an MLflow model (transformers flavour)."
+    )
+    registered_model: str | None = Field(
+        "sparft-policy", description="Model Registry name for trained policies; null: no registry."
+    )
+
+
+PINNED = ("torch", "transformers", "accelerate", "peft", "safetensors", "tokenizers")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config as ``section.key`` -> string, the shape MLflow params take."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)[:MAX_PARAM_CHARS]
+    return out
+
+
+def numeric_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a (nested) stage summary, as MLflow metric names."""
+    out: dict[str, float] = {}
+    for key, value in summary.items():
+        name = f"{prefix}{key}".replace(" ", "_")
+        if isinstance(value, int | float):  # bool is an int: logged as 0/1
+            out[name] = float(value)
+        elif isinstance(value, Mapping):
+            out.update(numeric_metrics(value, f"{name}."))
+    return out
+
+
+def configure(cfg: TrackingConfig) -> Any:
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", cfg.uri))
+    mlflow.set_experiment(cfg.experiment)
+    return mlflow
+
+
+@contextmanager
+def tracked_run(
+    name: str, params: Params, tags: Mapping[str, str] | None = None
+) -> Iterator[Any | None]:
+    """An MLflow run (nested when one is active) that ends FAILED with the error if the body
+    raises. Yields None when tracking is off."""
+    if not params.tracking.enabled:
+        os.environ["DISABLE_MLFLOW_INTEGRATION"] = "TRUE"
+        yield None
+        return
+    mlflow = configure(params.tracking)
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=name, nested=nested, tags=dict(tags or {})) as run:
+        try:
+            yield run
+        except BaseException as err:
+            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+            mlflow.end_run(status="FAILED")
+            raise
+
+
+def run_stage(
+    name: str,
+    params: Params,
+    fn: Callable[[Params], dict[str, Any]],
+    artifacts: tuple[Path, ...] = (),
+) -> dict[str, Any]:
+    """Run one stage inside its own (nested) MLflow run."""
+    with tracked_run(name, params, tags={"sparft.stage": name}) as run:
+        if run is None:
+            return fn(params)
+        import mlflow
+
+        mlflow.log_params(flatten(params.model_dump(mode="json")))
+        summary = fn(params)
+        metrics = numeric_metrics(summary)
+        if metrics:
+            mlflow.log_metrics(metrics)
+        for path in artifacts:
+            if path.is_file():
+                mlflow.log_artifact(str(path), artifact_path=name)
+        if name == "train" and params.tracking.log_model:
+            log_policy(params, summary)
+        return summary
+
+
+def pip_requirements() -> list[str]:
+    """Exact versions of what loading the logged model needs, from this environment."""
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in PINNED]
+
+
+def log_policy(params: Params, summary: dict[str, Any], folder: str = "data/train/model") -> Any:
+    """Log the trained policy as an MLflow transformers model and register it.
+
+    A LoRA adapter is merged into its base first (MLflow's PEFT round trip does not restore the
+    base weights with this transformers version), so the logged model loads on its own; the raw
+    adapter is kept beside it as run artifacts.
+    """
+    import mlflow
+    from transformers import pipeline
+
+    from sparft.evaluation import is_lora_adapter, resolve_model
+
+    lora = is_lora_adapter(folder)
+    pipe = pipeline("text-generation", model=resolve_model(folder))
+    tags = {
+        "strategy": params.train.curriculum,
+        "training_questions": str(summary.get("training_questions")),
+        "steps": str(params.train.max_steps),
+        "lora": str(lora).lower(),
+        "bandit": params.bandit.algorithm if params.train.curriculum == "sparft" else "none",
+    }
+    info = mlflow.transformers.log_model(
+        transformers_model=pipe,
+        name="policy",
+        pip_requirements=pip_requirements(),
+        registered_model_name=params.tracking.registered_model,
+        tags=tags,
+    )
+    if lora:
+        mlflow.log_artifacts(folder, artifact_path="adapter")
+    if params.tracking.registered_model and info.registered_model_version:
+        client = mlflow.MlflowClient()
+        for key, value in tags.items():
+            client.set_model_version_tag(
+                params.tracking.registered_model, str(info.registered_model_version), key, value
+            )
+    return info

@@ -1,0 +1,58 @@
+"""The ``train`` section, kept apart from the trainer so reading params never imports TRL."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sparft.curriculum import Strategy
+
+LORA_AUTO_THRESHOLD = 300_000_000
+
+
+class TrainConfig(BaseModel):
+    """The ``train`` section: GRPO with a curriculum, on the selected subset or the full set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    curriculum: Strategy = Field("sparft", description="sparft (bandit over clusters) | uniform")
+    data: Literal["subset", "full"] = Field(
+        "subset", description="subset: the select stage's output; full: every loaded question."
+    )
+    model: str | None = Field(None, description="Policy to train; null uses generation.model.")
+    max_steps: int = Field(20, ge=1, description="Optimizer steps (one generation batch each).")
+    prompts_per_step: int = Field(2, ge=1, description="Distinct prompts per step.")
+    num_generations: int = Field(4, ge=2, description="Rollouts per prompt (GRPO group size).")
+    max_completion_length: int = Field(48, ge=1)
+    temperature: float = Field(0.7, gt=0.0, le=5.0)
+    learning_rate: float = Field(1e-5, gt=0.0)
+    beta: float = Field(0.02, ge=0.0, description="KL coefficient; 0 skips the reference model.")
+    format_weight: float = Field(
+        0.0, ge=0.0, description="Weight of the \\boxed{} format reward beside correctness (1)."
+    )
+    lora: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: LoRA for models over 300M parameters, full fine-tuning below."
+    )
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lora_target_modules: str | list[str] = "all-linear"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 on a GPU that supports it, else fp32."
+    )
+    save_steps: int = Field(10, ge=1, description="Checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1)
+    resume: bool = Field(False, description="Continue from the newest complete checkpoint.")
+    checkpoint_dir: str = "data/checkpoints/train"
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null: default.")
+    seed: int = 0
+    grpo: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra GRPOConfig fields (e.g. loss_type, scale_rewards), passed through.",
+    )
+
+    def use_lora(self, n_parameters: int) -> bool:
+        if self.lora == "auto":
+            return n_parameters > LORA_AUTO_THRESHOLD
+        return self.lora == "on"

@@ -1,0 +1,242 @@
+"""GRPO training with a curriculum: TRL's trainer on a tiny model, resume, several processes,
+and the train stage's outputs and MLflow records."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from sparft.train_config import TrainConfig
+from sparft.trainer import grpo_args, latest_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "tests" / "scripts" / "tiny_grpo.py"
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # each project records into its own mlflow.db
+    return env
+
+
+def _use_store(root: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """MLflow pointed at the project's store for this test only (set_tracking_uri also sets
+    the environment variable, which later subprocesses would inherit)."""
+    import mlflow
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    return mlflow
+
+
+def _history(work: Path, rank: int = 0) -> dict:
+    return json.loads((work / f"history-rank{rank}.json").read_text())
+
+
+def _choices(record: dict) -> list[tuple[int, float]]:
+    return [(r["arm"], r["solve_rate"]) for r in record["history"]]
+
+
+def test_grpo_args_map_one_generation_batch_to_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = TrainConfig(prompts_per_step=3, num_generations=4, max_steps=7)
+    args = grpo_args(cfg)
+    assert args.per_device_train_batch_size == 12
+    assert args.generation_batch_size == 12 and args.steps_per_generation == 1
+    assert args.max_steps == 7 and args.logging_steps == 1
+    monkeypatch.setenv("WORLD_SIZE", "5")
+    with pytest.raises(ValueError, match="12 rollouts per step cannot be split over 5"):
+        grpo_args(cfg)
+
+
+def test_extra_grpo_fields_pass_through() -> None:
+    args = grpo_args(TrainConfig(grpo={"loss_type": "grpo", "scale_rewards": "none"}))
+    assert args.loss_type == "grpo" and args.scale_rewards == "none"
+
+
+def test_lora_by_size() -> None:
+    assert not TrainConfig().use_lora(135_000_000)
+    assert TrainConfig().use_lora(630_000_000)
+    assert TrainConfig(lora="on").use_lora(1000)
+    assert not TrainConfig(lora="off").use_lora(10**10)
+
+
+def test_latest_checkpoint_ignores_incomplete(tmp_path: Path) -> None:
+    for step, files in {2: ["trainer_state.json", "curriculum_state.json"], 4: ["x"]}.items():
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_text("{}")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_with_the_same_choices(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """Killed after step 5 (last checkpoint: step 4) and resumed, the run makes the same arm
+    choices and observes the same solve rates as one never interrupted; the solve signal depends
+    on the sampled text, so this needs weights, optimiser, RNG and curriculum all restored."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir()
+    killed.mkdir()
+    base = [sys.executable, str(SCRIPT), str(tiny_lm_dir)]
+    subprocess.run([*base, str(whole), "8"], env=_env(), check=True, capture_output=True)
+    crash = subprocess.run(
+        [*base, str(killed), "8", "--kill-at", "5"], env=_env(), capture_output=True
+    )
+    assert crash.returncode == -9
+    assert latest_checkpoint(killed / "checkpoints").name == "checkpoint-4"
+    assert not (killed / "history-rank0.json").exists()
+    subprocess.run(
+        [*base, str(killed), "8", "--resume"], env=_env(), check=True, capture_output=True
+    )
+    expected, resumed = _history(whole), _history(killed)
+    assert resumed["global_step"] == 8
+    assert len(resumed["history"]) == 8
+    assert _choices(resumed) == _choices(expected)
+    assert len({arm for arm, _ in _choices(expected)}) > 1
+
+
+@pytest.mark.slow
+def test_two_processes_make_the_same_choices(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """``accelerate launch --num_processes 2`` on the CPU (gloo): both ranks pick the same arms
+    from the gathered rewards and training completes."""
+    cmd = [
+        str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(SCRIPT), str(tiny_lm_dir), str(tmp_path), "4",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [_history(tmp_path, r) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert [r["global_step"] for r in ranks] == [4, 4]
+    assert _choices(ranks[0]) == _choices(ranks[1])
+    assert len(ranks[0]["history"]) == 4
+
+
+def _project(root: Path, model: Path, **train: object) -> Path:
+    """A project folder with a selected subset in place, ready for ``sparft stage train``."""
+    (root / "data").mkdir(parents=True)
+    n = 12
+    pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(n)],
+            "question": [f"What is {i} + 1?" for i in range(n)],
+            "answer": [str(i + 1) for i in range(n)],
+            "source": "test",
+            "difficulty_label": None,
+            "meta": "{}",
+            "cluster": [i % 3 for i in range(n)],
+            "difficulty": 0.5,
+            "rank": 0,
+        }
+    ).to_parquet(root / "data" / "subset.parquet")
+    params = {
+        "generation": {"model": str(model)},
+        "train": {
+            "max_steps": 4,
+            "prompts_per_step": 2,
+            "num_generations": 2,
+            "max_completion_length": 8,
+            "save_steps": 2,
+            "num_threads": 1,
+            **train,
+        },
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+@pytest.mark.slow
+def test_train_stage_writes_model_history_plots_and_mlflow_steps(
+    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _project(tmp_path / "p", tiny_lm_dir)
+    done = subprocess.run(
+        [str(BIN / "sparft"), "stage", "train"],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (root / "data/train/model/config.json").exists()
+    assert (root / "data/train/model/tokenizer_config.json").exists()
+    history = pd.read_parquet(root / "data/train/history.parquet")
+    assert list(history["step"]) == [0, 1, 2, 3]
+    assert set(history["cluster"]) <= {0, 1, 2}
+    metrics = json.loads((root / "data/train/metrics.json").read_text())
+    assert metrics["steps"] == 4 and sum(metrics["arm_picks"].values()) == 4
+    for plot in ("train_arms.png", "train_curves.png"):
+        assert (root / "data/plots" / plot).stat().st_size > 10_000
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("sparft").experiment_id],
+        filter_string="tags.`sparft.stage` = 'train'",
+    )
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.max_steps"] == "4"
+    arms = client.get_metric_history(run.info.run_id, "curriculum/arm")
+    assert [m.step for m in arms] == [1, 2, 3, 4]
+    assert [m.value for m in arms] == list(history["arm"].astype(float))
+    logged = ("reward", "reward_std", "kl", "completions/mean_length", "time/generation_s")
+    logged += ("time/update_s", "curriculum/effective_prompt_ratio", "curriculum/arm0/pulls")
+    for key in logged:
+        assert len(client.get_metric_history(run.info.run_id, key)) == 4, key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "train")}
+    assert "train/train_arms.png" in artifacts
+    (version,) = client.search_model_versions("name='sparft-policy'")
+    assert version.run_id == run.info.run_id
+    assert version.tags["strategy"] == "sparft" and version.tags["training_questions"] == "12"
+    assert version.tags["lora"] == "false"
+    _use_store(root, monkeypatch)
+    requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/sparft-policy/1")).read_text()
+    assert "torch==" in requirements and "transformers==" in requirements
+
+
+@pytest.mark.slow
+def test_lora_training_saves_an_adapter_and_a_failed_stage_is_marked(
+    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _project(tmp_path / "p", tiny_lm_dir, lora="on", curriculum="uniform", max_steps=2)
+    run = [str(BIN / "sparft"), "stage", "train"]
+    done = subprocess.run(run, cwd=root, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (root / "data/train/model/adapter_config.json").exists()
+    assert not (root / "data/train/model/model.safetensors").exists()
+    assert not (root / "data/plots/train_arms.png").exists()
+
+    (root / "data/subset.parquet").unlink()
+    failed = subprocess.run(run, cwd=root, env=_env(), capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "data/subset.parquet: no such file (run the select stage first)" in failed.stdout
+    assert (root / "data/train/model/adapter_config.json").exists()
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sparft").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    failed_run = next(r for r in runs if r.info.status == "FAILED")
+    assert "run the select stage first" in failed_run.data.tags["error"]
+    (version,) = client.search_model_versions("name='sparft-policy'")
+    assert version.tags["lora"] == "true" and version.tags["strategy"] == "uniform"
+    finished = next(r for r in runs if r.info.status == "FINISHED")
+    adapter = {a.path for a in client.list_artifacts(finished.info.run_id, "adapter")}
+    assert "adapter/adapter_config.json" in adapter
+    _use_store(root, monkeypatch)
+    pipe = mlflow.transformers.load_model(f"models:/sparft-policy/{version.version}")
+    assert pipe.model.config.num_hidden_layers == 2
