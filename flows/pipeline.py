@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -237,6 +238,9 @@ class DvcLock:
             return []
         from dvc.repo import Repo
 
+        dvc_logger = logging.getLogger("dvc")
+        level = dvc_logger.level
+        dvc_logger.setLevel(logging.WARNING)  # the flow logs one line per commit instead
         try:
             with Repo(str(self.root)) as repo:
                 if only_stale:
@@ -247,6 +251,8 @@ class DvcLock:
         except Exception as err:  # the run's results stand; only the lock file lags behind
             self.notes.append(f"dvc commit of {', '.join(names)} failed ({err}): run dvc commit")
             return []
+        finally:
+            dvc_logger.setLevel(level)
         return names
 
 
@@ -494,8 +500,8 @@ def _run(params: Params, root: Path, names: list[str]) -> dict[str, Any]:
             if spec is not None:
                 if cached:
                     cached_specs.append(spec)
-                else:
-                    lock.commit([spec], config)
+                elif lock.commit([spec], config):
+                    logger.info("%s: outputs, deps and params committed to dvc.lock", name)
             if name in STAGE_ARTIFACTS:
                 STAGE_ARTIFACTS[name](root)
             if mlrun is not None:
@@ -503,7 +509,8 @@ def _run(params: Params, root: Path, names: list[str]) -> dict[str, Any]:
 
                 mlflow.set_tag(f"sparft.stage.{name}", "cached" if cached else "ran")
         # a cached stage's lock entry may lag (dvc.lock reverted, a stage run elsewhere)
-        lock.commit(cached_specs, config, only_stale=True)
+        for name in lock.commit(cached_specs, config, only_stale=True):
+            logger.info("%s: cached, and its dvc.lock entry brought up to date", name)
     notes.extend(lock.notes)
     for note in notes:
         logger.info(note)

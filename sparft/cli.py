@@ -488,3 +488,45 @@ def _print_eval(summary: dict[str, Any]) -> None:
     console.print(table)
     for note in summary.get("notes", []):
         console.print(f"note: {note}", highlight=False)
+
+
+@app.command()
+def compare(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment; default: tracking.experiment.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Comparison plot (PNG).")] = Path(
+        "data/plots/compare.png"
+    ),
+) -> None:
+    """Compare finished pipeline runs recorded in MLflow: per strategy, the trained model's
+    held-out accuracy (mean ± sd over runs), data size, steps and wall time."""
+    from sparft.plots import plot_comparison
+    from sparft.tracking import pipeline_runs, summarise_runs
+
+    p = _params(params, set_)
+    try:
+        runs = pipeline_runs(p.tracking, experiment)
+    except ValueError as err:
+        _fail(err)
+    if runs.empty:
+        _fail(ValueError("no finished pipeline run with train and evaluate stages to compare"))
+    summary = summarise_runs(runs)
+    benchmarks = [c[5:] for c in summary.columns if c.startswith("mean:")]
+    table = Table(title=f"{len(runs)} pipeline runs ({p.tracking.uri})")
+    for name in ("strategy", "runs", "training qs", "steps", *benchmarks, "wall s"):
+        table.add_column(name, justify="left" if name == "strategy" else "right")
+    for row in summary.to_dict("records"):
+        cells = [f"{row[f'mean:{b}']:.3f} ± {row[f'sd:{b}']:.3f}" for b in benchmarks]
+        table.add_row(
+            str(row["strategy"]), str(row["runs"]), f"{row['training_questions']:.0f}",
+            f"{row['steps']:.0f}", *cells, f"{row['wall_s']:.0f}",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"plot: {plot_comparison(runs, out)}")
+
+
+if __name__ == "__main__":  # `python -m sparft.cli`, e.g. under `accelerate launch`
+    app()

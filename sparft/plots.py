@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.colors import ListedColormap
 
 from sparft.io import atomic_path
@@ -282,6 +283,34 @@ def plot_training_curves(
         ax.set_xlabel("step")
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_comparison(runs: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Held-out accuracy per strategy and benchmark: bars at the mean over runs (seeds), each
+    run as a dot, so the spread is visible rather than summarised away."""
+    benchmarks = [c[4:] for c in runs.columns if c.startswith("acc:")]
+    strategies = sorted(runs["strategy"].unique())
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(strategies) * max(len(benchmarks), 1)), 4))
+    width = 0.8 / max(len(benchmarks), 1)
+    colours = plt.get_cmap("tab10").colors
+    for b, name in enumerate(benchmarks):
+        for s, strategy in enumerate(strategies):
+            values = runs.loc[runs["strategy"] == strategy, f"acc:{name}"].dropna().to_numpy()
+            x = s + (b - (len(benchmarks) - 1) / 2) * width
+            label = name if s == 0 else None
+            ax.bar(x, values.mean() if len(values) else 0, width * 0.9, color=colours[b % 10],
+                   alpha=0.6, label=label)  # fmt: skip
+            ax.scatter(np.full(len(values), x), values, color="black", s=12, zorder=3)
+    ax.set_xticks(range(len(strategies)), strategies, rotation=15, ha="right")
+    ax.set_ylabel("held-out pass@1 of the trained model")
+    ax.set_ylim(0, 1)
+    ax.legend(title="benchmark", fontsize=8)
+    ax.set_title(title or f"{len(runs)} pipeline runs")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
@@ -82,9 +83,10 @@ def tracked_run(
 ) -> Iterator[Any | None]:
     """An MLflow run (nested when one is active) that ends FAILED with the error if the body
     raises. Yields None when tracking is off."""
-    if not params.tracking.enabled:
-        os.environ["DISABLE_MLFLOW_INTEGRATION"] = "TRUE"
-        yield None
+    if not params.tracking.enabled or int(os.environ.get("RANK", "0")) != 0:
+        if not params.tracking.enabled:
+            os.environ["DISABLE_MLFLOW_INTEGRATION"] = "TRUE"
+        yield None  # under accelerate/torchrun only the main process records
         return
     mlflow = configure(params.tracking)
     nested = mlflow.active_run() is not None
@@ -166,3 +168,73 @@ def log_policy(params: Params, summary: dict[str, Any], folder: str = "data/trai
                 params.tracking.registered_model, str(info.registered_model_version), key, value
             )
     return info
+
+
+def _strategy(params: Mapping[str, str]) -> str:
+    curriculum = params.get("train.curriculum", "?")
+    if curriculum != "sparft":
+        return curriculum
+    return f"sparft ({params.get('bandit.algorithm', '?')}, {params.get('bandit.reward', '?')})"
+
+
+def pipeline_runs(cfg: TrackingConfig, experiment: str | None = None) -> pd.DataFrame:
+    """One row per finished pipeline run: strategy, seed, data size, steps, held-out accuracy
+    of the trained model per benchmark (``acc:NAME``, its standard error ``se:NAME``), wall time."""
+    mlflow = configure(cfg)
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment or cfg.experiment)
+    if found is None:
+        raise ValueError(f"MLflow experiment '{experiment or cfg.experiment}' does not exist")
+    runs = client.search_runs([found.experiment_id], max_results=5000)
+    children: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        parent = run.data.tags.get("mlflow.parentRunId")
+        stage = run.data.tags.get("sparft.stage")
+        if parent and stage and run.info.status == "FINISHED":
+            children.setdefault(parent, {})[stage] = run
+    rows = []
+    for run in runs:
+        stages = children.get(run.info.run_id, {})
+        if run.data.tags.get("sparft.kind") != "pipeline" or run.info.status != "FINISHED":
+            continue
+        if "train" not in stages or "evaluate" not in stages:
+            continue
+        train, evaluation = stages["train"], stages["evaluate"]
+        row: dict[str, Any] = {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "strategy": _strategy(train.data.params),
+            "seed": train.data.params.get("train.seed"),
+            "training_questions": train.data.metrics.get("training_questions"),
+            "steps": train.data.metrics.get("steps"),
+            "wall_s": (run.info.end_time - run.info.start_time) / 1000,
+        }
+        for key, value in evaluation.data.metrics.items():
+            parts = key.split(".")
+            if len(parts) == 4 and parts[:2] == ["metrics", "trained"]:
+                if parts[3] == "pass_at_1":
+                    row[f"acc:{parts[2]}"] = value
+                elif parts[3] == "pass_at_1_se":
+                    row[f"se:{parts[2]}"] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: runs, data size, steps, mean and spread (sd across runs) per benchmark."""
+    benchmarks = [c[4:] for c in frame.columns if c.startswith("acc:")]
+    rows = []
+    for strategy, group in frame.groupby("strategy", sort=True):
+        row: dict[str, Any] = {
+            "strategy": strategy,
+            "runs": len(group),
+            "training_questions": group["training_questions"].mean(),
+            "steps": group["steps"].mean(),
+            "wall_s": group["wall_s"].mean(),
+        }
+        for name in benchmarks:
+            values = group[f"acc:{name}"].dropna()
+            row[f"mean:{name}"] = values.mean()
+            row[f"sd:{name}"] = values.std(ddof=1) if len(values) > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)

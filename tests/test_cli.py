@@ -135,3 +135,7 @@ def test_run_executes_every_stage(in_tmp: Path, tiny_lm_dir: Path) -> None:
     for child in children.values():
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
+    compared = runner.invoke(app, ["compare"])
+    assert compared.exit_code == 0, compared.output
+    assert "sparft (thompson, negated-solve-rate)" in compared.output
+    assert (in_tmp / "data" / "plots" / "compare.png").stat().st_size > 0

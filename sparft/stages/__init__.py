@@ -6,32 +6,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from sparft.config import Params
 from sparft.stages import cluster, embed, evaluate, load, probe, reduce, selection, train
 
-STAGES: dict[str, Callable[[Params], dict[str, Any]]] = {
-    "load": load.run,
-    "embed": embed.run,
-    "reduce": reduce.run,
-    "probe": probe.run,
-    "cluster": cluster.run,
-    "select": selection.run,
-    "train": train.run,
-    "evaluate": evaluate.run,
+MODULES: dict[str, ModuleType] = {
+    "load": load,
+    "embed": embed,
+    "reduce": reduce,
+    "probe": probe,
+    "cluster": cluster,
+    "select": selection,
+    "train": train,
+    "evaluate": evaluate,
 }
-
+STAGES: dict[str, Callable[[Params], dict[str, Any]]] = {
+    name: module.run for name, module in MODULES.items()
+}
 ARTIFACTS: dict[str, tuple[Path, ...]] = {
-    name: tuple(getattr(module, "ARTIFACTS", ()))
-    for name, module in {
-        "load": load,
-        "embed": embed,
-        "reduce": reduce,
-        "probe": probe,
-        "cluster": cluster,
-        "select": selection,
-        "train": train,
-        "evaluate": evaluate,
-    }.items()
+    name: tuple(module.ARTIFACTS) for name, module in MODULES.items()
 }

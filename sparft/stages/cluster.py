@@ -27,6 +27,7 @@ FEATURES = Path("data/features.npz")
 SUMMARY = Path("data/cluster_summary.json")
 MAP_PLOT = Path("data/plots/cluster_map.png")
 BARS_PLOT = Path("data/plots/cluster_bars.png")
+ARTIFACTS = (SUMMARY, MAP_PLOT, BARS_PLOT, OUT)
 
 
 def run(params: Params) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from sparft.io import write_json
 
 OUT = Path("data/embeddings.npz")
 SUMMARY = Path("data/embed_summary.json")
+ARTIFACTS = (SUMMARY,)
 
 
 def run(params: Params) -> dict[str, Any]:

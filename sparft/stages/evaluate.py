@@ -22,7 +22,7 @@ OUT_DIR = Path("data/eval")
 RESULTS = OUT_DIR / "results.parquet"
 METRICS = OUT_DIR / "metrics.json"
 PLOT = Path("data/plots/eval_accuracy.png")
-ARTIFACTS = (PLOT, METRICS)
+ARTIFACTS = (PLOT, METRICS, RESULTS)
 
 
 def run_evaluation(

@@ -10,6 +10,7 @@ from sparft.data import load_dataset
 from sparft.io import write_json, write_parquet
 
 REPORT = Path("data/load_report.json")
+ARTIFACTS = (REPORT,)
 
 
 def run(params: Params) -> dict[str, Any]:

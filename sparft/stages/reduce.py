@@ -15,6 +15,7 @@ from sparft.stages.embed import OUT as EMBEDDINGS
 OUT = Path("data/reduced.npz")
 REDUCER = Path("data/reducer.joblib")
 SUMMARY = Path("data/reduce_summary.json")
+ARTIFACTS = (SUMMARY,)
 
 
 def run(params: Params) -> dict[str, Any]:

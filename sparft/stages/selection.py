@@ -22,6 +22,7 @@ from sparft.stages.reduce import OUT as REDUCED
 OUT = Path("data/subset.parquet")
 SUMMARY = Path("data/select_summary.json")
 MAP_PLOT = Path("data/plots/subset_map.png")
+ARTIFACTS = (OUT, SUMMARY, MAP_PLOT)
 
 
 def run(params: Params) -> dict[str, Any]:
