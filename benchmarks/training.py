@@ -7,7 +7,8 @@ do the same work whatever prompts they draw (target ratio <= 1.02).
 
 (b) ``efficiency``: ``sparft`` (bandit over the selected subset) against ``uniform`` (plain GRPO
 over every loaded question), several seeds each, greedy held-out accuracy every few steps,
-against steps and against unique questions seen. Needs a project folder where the pipeline ran
+against steps and against unique questions seen (``sparft-lp``: the same with the
+learning-progress reward). Needs a project folder where the pipeline ran
 up to ``select`` (``data/subset.parquet``, ``data/train.parquet``).
 
     python benchmarks/training.py overhead --steps 20 --rounds 3
@@ -207,11 +208,8 @@ def efficiency(args: argparse.Namespace) -> None:
     runs: list[dict[str, Any]] = []
     for seed in args.seeds:
         for strategy in args.strategies:
-            frame = (
-                subset
-                if strategy == "sparft"
-                else (full if args.uniform_data == "full" else subset)
-            )
+            uses_subset = strategy != "uniform" or args.uniform_data == "subset"
+            frame = subset if uses_subset else full
             cfg = params.train.model_copy(
                 update={
                     "max_steps": args.steps,
@@ -222,7 +220,9 @@ def efficiency(args: argparse.Namespace) -> None:
                 }
             )
             bandit = params.bandit.model_copy(update={"seed": seed})
-            curriculum = make_curriculum(strategy, frame, bandit, seed=seed)
+            if strategy == "sparft-lp":
+                bandit = bandit.model_copy(update={"reward": "learning-progress"})
+            curriculum = make_curriculum(strategy.split("-")[0], frame, bandit, seed=seed)
             check = HeldoutCheck(heldout, params.prompt, args.every, args.eval_tokens)
             started = time.perf_counter()
             trainer = build_trainer(cfg, model, frame, curriculum, params.prompt, callbacks=[check])
@@ -280,7 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     b = sub.add_parser("efficiency")
     b.add_argument("--project", default=".")
     b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    b.add_argument("--strategies", nargs="+", default=["sparft", "uniform"])
+    b.add_argument(
+        "--strategies", nargs="+", default=["sparft", "uniform"],
+        help="sparft (bandit as in params.yaml), sparft-lp (learning-progress reward), uniform",
+    )  # fmt: skip
     b.add_argument("--uniform-data", choices=["full", "subset"], default="full")
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--every", type=int, default=5)

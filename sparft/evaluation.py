@@ -56,7 +56,6 @@ from sparft.data import (
     read_dataset,
 )
 from sparft.generation import GenerationBackend, GenerationConfig, PromptResult, make_backend
-from sparft.io import atomic_path
 from sparft.models import ModelNotAvailableError, cache_dir, prepare_model
 from sparft.prompts import PromptConfig, build_messages
 from sparft.rewards import answers_match, extract_answer
@@ -625,60 +624,3 @@ def evaluate(
         "backend": generation.backend,
     }
     return EvalReport(results_frame, table, resolved, notes, settings)
-
-
-# ---------------------------------------------------------------------------------------------
-# Picture
-# ---------------------------------------------------------------------------------------------
-
-
-def plot_accuracy(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """Grouped bars: pass@1 per benchmark, one bar per model, standard-error whiskers."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only, as in sparft/plots.py
-    import matplotlib.pyplot as plt
-
-    benchmarks = list(dict.fromkeys(table["benchmark"]))
-    models = list(dict.fromkeys(table["model"]))
-    width = 0.8 / max(len(models), 1)
-    x = np.arange(len(benchmarks))
-    colours = plt.get_cmap("tab10").colors
-    fig, ax = plt.subplots(
-        figsize=(max(5.0, 1.6 * len(benchmarks) * max(1, len(models)) / 2 + 3), 4.2),
-        constrained_layout=True,
-    )
-    for i, model in enumerate(models):
-        rows = table[table["model"] == model].set_index("benchmark")
-        values = np.array([rows["pass@1"].get(b, np.nan) for b in benchmarks], dtype=float)
-        se = np.array([rows["pass@1_se"].get(b, np.nan) for b in benchmarks], dtype=float)
-        se = np.nan_to_num(se)
-        below, above = (
-            np.minimum(se, np.nan_to_num(values)),
-            np.minimum(se, 1 - np.nan_to_num(values)),
-        )
-        offset = (i - (len(models) - 1) / 2) * width
-        ax.bar(
-            x + offset,
-            values,
-            width,
-            yerr=[below, above],
-            capsize=3,
-            color=colours[i % len(colours)],
-            label=model if len(model) <= 40 else "..." + model[-37:],
-        )
-        for xi, v in zip(x + offset, values, strict=True):
-            if not np.isnan(v):
-                ax.annotate(f"{v:.2f}", (xi, v), ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, benchmarks)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("pass@1 (± standard error)")
-    ax.legend(loc="upper right", fontsize=8)
-    if title:
-        ax.set_title(title)
-    try:
-        with atomic_path(path) as tmp, tmp.open("wb") as handle:
-            fig.savefig(handle, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    return Path(path)

@@ -152,7 +152,7 @@ def plot_cluster_map(
         )
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _picked_style() -> dict[str, Any]:
@@ -197,10 +197,11 @@ def plot_cluster_bars(
         ax.set_xlabel("cluster")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """PNG written atomically; the figure is closed even when writing fails."""
     try:
         with atomic_path(path) as tmp, tmp.open("wb") as handle:
             fig.savefig(handle, format="png", dpi=110)
@@ -226,10 +227,7 @@ def plot_solve_rate_histogram(
     ax.set_ylabel("questions")
     ax.set_title(title or f"{len(rates)} questions, mean solve rate {rates.mean():.3f}")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_arm_choices(
@@ -255,10 +253,7 @@ def plot_arm_choices(
     bottom.set_xlabel("step")
     bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(
@@ -284,10 +279,7 @@ def plot_training_curves(
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_comparison(runs: pd.DataFrame, path: str | Path, title: str = "") -> Path:
@@ -312,7 +304,46 @@ def plot_comparison(runs: pd.DataFrame, path: str | Path, title: str = "") -> Pa
     ax.legend(title="benchmark", fontsize=8)
     ax.set_title(title or f"{len(runs)} pipeline runs")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
+
+
+def plot_accuracy(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Grouped bars: pass@1 per benchmark, one bar per model, standard-error whiskers."""
+    benchmarks = list(dict.fromkeys(table["benchmark"]))
+    models = list(dict.fromkeys(table["model"]))
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(benchmarks))
+    colours = plt.get_cmap("tab10").colors
+    fig, ax = plt.subplots(
+        figsize=(max(5.0, 1.6 * len(benchmarks) * max(1, len(models)) / 2 + 3), 4.2),
+        constrained_layout=True,
+    )
+    for i, model in enumerate(models):
+        rows = table[table["model"] == model].set_index("benchmark")
+        values = np.array([rows["pass@1"].get(b, np.nan) for b in benchmarks], dtype=float)
+        se = np.array([rows["pass@1_se"].get(b, np.nan) for b in benchmarks], dtype=float)
+        se = np.nan_to_num(se)
+        below, above = (
+            np.minimum(se, np.nan_to_num(values)),
+            np.minimum(se, 1 - np.nan_to_num(values)),
+        )
+        offset = (i - (len(models) - 1) / 2) * width
+        ax.bar(
+            x + offset,
+            values,
+            width,
+            yerr=[below, above],
+            capsize=3,
+            color=colours[i % len(colours)],
+            label=model if len(model) <= 40 else "..." + model[-37:],
+        )
+        for xi, v in zip(x + offset, values, strict=True):
+            if not np.isnan(v):
+                ax.annotate(f"{v:.2f}", (xi, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, benchmarks)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("pass@1 (± standard error)")
+    ax.legend(loc="upper right", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from sparft.config import Params
-from sparft.evaluation import EvalReport, EvaluateConfig, evaluate, plot_accuracy
+from sparft.evaluation import EvalReport, EvaluateConfig, evaluate
 from sparft.io import write_json, write_parquet
+from sparft.plots import plot_accuracy
 
 OUT_DIR = Path("data/eval")
 RESULTS = OUT_DIR / "results.parquet"
