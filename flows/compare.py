@@ -6,9 +6,11 @@ Each variant of the grid (e.g. ``train.curriculum`` in [sparft, uniform] x ``tra
 ``data/compare/<variant>/``: stages read and write ``data/...`` relative to the current folder,
 which one process shares between threads, so each variant runs in a child process there. Its
 inputs are hard links to the project's files (stages replace files by rename, so a link is never
-written through). Variant tasks are cached like pipeline stages. Every variant is an MLflow run
-nested under the flow's ``compare`` run; the flow ends with a table artifact of the evaluation
-metrics per variant.
+written through). Variant tasks are cached like pipeline stages. Every variant is an MLflow pipeline
+run (train and evaluate nested in it) under the flow's ``compare`` run, so ``sparft compare``
+counts it too. The flow ends with a table artifact of the evaluation metrics per variant, and
+sparft's own comparison (``sparft.tracking.summarise_runs``: per strategy, mean ± sd over
+seeds) of these variants as a second table and a plot, ``data/compare/compare.png``.
 
     python -m flows.compare --grid train.curriculum=sparft,uniform --grid train.seed=0,1
 """
@@ -49,7 +51,7 @@ from flows.pipeline import (
     path_digest,
     pipeline,
 )
-from sparft.config import ConfigError, load_params
+from sparft.config import ConfigError, Params, load_params
 from sparft.stages import ARTIFACTS, STAGES
 from sparft.stages.evaluate import METRICS as EVAL_METRICS
 from sparft.tracking import run_stage, tracked_run
@@ -189,13 +191,21 @@ variant_task = task(
 )
 
 
-def compare_hook(run_ids: list[str]) -> Any:
-    """sparft's own comparison of MLflow runs, when the installed sparft has one."""
-    try:
-        from sparft.compare import compare_runs  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return compare_runs(run_ids)
+def summarise_variants(params: Params, run_ids: list[str], plot: Path) -> list[dict[str, Any]]:
+    """sparft's own comparison (what ``sparft compare`` prints), over this flow's variants
+    only: per strategy, accuracy as mean ± sd over seeds; and its plot."""
+    from sparft.plots import plot_comparison
+    from sparft.tracking import pipeline_runs, summarise_runs
+
+    runs = pipeline_runs(params.tracking)
+    runs = runs[runs["run_id"].isin(run_ids)] if not runs.empty else runs
+    if runs.empty:
+        return []
+    plot_comparison(runs, plot, title="compare flow: held-out accuracy per strategy")
+    return [
+        {k: _jsonable(v) for k, v in row.items()}
+        for row in summarise_runs(runs).to_dict(orient="records")
+    ]
 
 
 @flow(name="sparft-compare", description="Strategies x seeds, each in its own working copy.")
@@ -266,12 +276,20 @@ def compare(
         table = metrics_table(results)
         if table:
             create_table_artifact(table, key="sparft-compare", description="evaluation per variant")
-        hooked = compare_hook([r["mlflow_run_id"] for r in results if r.get("mlflow_run_id")])
-        if hooked is None:
-            get_run_logger().info(
-                "no sparft.compare.compare_runs: the table artifact is the comparison"
+        run_ids = [r["mlflow_run_id"] for r in results if r.get("mlflow_run_id")]
+        plot = root / "data" / "compare" / "compare.png"
+        summary = summarise_variants(params, run_ids, plot) if run_ids else []
+        if summary:
+            create_table_artifact(
+                summary,
+                key="sparft-compare-summary",
+                description=f"per strategy, mean and sd over seeds (sparft compare); plot: {plot}",
             )
-        return {"variants": results, "table": table}
+        else:
+            get_run_logger().info(
+                "no tracked variant with train and evaluate: no per-strategy summary"
+            )
+        return {"variants": results, "table": table, "summary": summary}
 
 
 def _tracking_uri(params: Any) -> str:
@@ -281,16 +299,18 @@ def _tracking_uri(params: Any) -> str:
 def _map_in_batches(
     calls: list[tuple[bool, dict[str, Any]]], parallel: int
 ) -> list[dict[str, Any]]:
-    """Mapped variant tasks, ``parallel`` at a time (training runs are CPU- and memory-bound)."""
-    results: list[dict[str, Any]] = []
-    for start in range(0, len(calls), parallel):
-        batch = calls[start : start + parallel]
-        futures = [
-            variant_task.with_options(refresh_cache=refresh).submit(**kwargs)
-            for refresh, kwargs in batch
-        ]
-        results.extend(f.result() for f in futures)
-    return results
+    """``variant_task.map`` over the variants, ``parallel`` at a time (training is CPU- and
+    memory-bound); those whose cached outputs went stale are mapped with ``refresh_cache``."""
+    done: dict[str, dict[str, Any]] = {}
+    for refresh in (False, True):
+        group = [kwargs for stale, kwargs in calls if stale == refresh]
+        for start in range(0, len(group), parallel):
+            batch = group[start : start + parallel]
+            columns = {name: [kwargs[name] for kwargs in batch] for name in batch[0]}
+            futures = variant_task.with_options(refresh_cache=refresh).map(**columns)
+            for kwargs, future in zip(batch, futures, strict=True):
+                done[kwargs["label"]] = future.result()
+    return [done[kwargs["label"]] for _, kwargs in calls]
 
 
 def metrics_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -315,7 +335,8 @@ def _worker(job: dict[str, Any]) -> int:
     """In the working copy: the variant's stages, as one MLflow run nested under the flow's."""
     try:
         params = load_params(job["params_file"], job["overrides"])
-        tags = {"sparft.kind": "compare-variant", "sparft.variant": job["label"]}
+        # a pipeline run as ``sparft compare`` counts them: train and evaluate nested under it
+        tags = {"sparft.kind": "pipeline", "sparft.variant": job["label"]}
         if job.get("parent_run_id"):
             tags["mlflow.parentRunId"] = job["parent_run_id"]
         with tracked_run(f"variant {job['label']}", params, tags=tags) as run:
@@ -355,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         include_base=not args.no_base,
         parallel=args.parallel,
     )
-    for row in out["table"]:
+    for row in [*out["table"], *out["summary"]]:
         print(json.dumps(row))
     return 0
 

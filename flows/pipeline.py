@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +43,6 @@ import sparft
 from sparft.config import ConfigError, Params, load_params
 from sparft.data import DataError
 from sparft.models import ModelNotAvailableError
-from sparft.stages import ARTIFACTS, STAGES
-from sparft.stages.cluster import SUMMARY as CLUSTER_SUMMARY
-from sparft.stages.evaluate import METRICS as EVAL_METRICS
-from sparft.stages.train import HISTORY as TRAIN_HISTORY
 from sparft.tracking import run_stage, tracked_run
 
 KEY_VERSION = 1  # bump when the key's layout changes, so old cache records are not reused
@@ -268,6 +265,8 @@ def _transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bo
 
 def _execute(stage: str, params: Params, cache_key: str, outs: list[str]) -> dict[str, Any]:
     """Run one stage as ``sparft stage`` does; record what it wrote, to vet later cache hits."""
+    from sparft.stages import ARTIFACTS, STAGES  # here: a fully cached run never imports torch
+
     start = time.perf_counter()
     summary = run_stage(stage, params, STAGES[stage], ARTIFACTS.get(stage, ()))
     return {
@@ -323,9 +322,12 @@ def _working_dir(path: Path) -> Iterator[None]:
 
 
 def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalar
+    """A table cell: numpy scalars as Python numbers, floats rounded, NaN as empty."""
+    if hasattr(value, "item"):
         value = value.item()
-    return round(value, 4) if isinstance(value, float) else value
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
+    return value
 
 
 def cluster_artifact(path: Path) -> None:
@@ -385,10 +387,11 @@ def evaluation_artifact(path: Path) -> None:
     create_table_artifact(rows, key="sparft-evaluation", description=f"evaluation ({path})")
 
 
-STAGE_ARTIFACTS = {
-    "cluster": lambda root: cluster_artifact(root / CLUSTER_SUMMARY),
-    "train": lambda root: arms_artifact(root / TRAIN_HISTORY),
-    "evaluate": lambda root: evaluation_artifact(root / EVAL_METRICS),
+# stage -> (how its output's name ends in dvc.yaml, the artifact made from that output)
+STAGE_ARTIFACTS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "cluster": ("cluster_summary.json", cluster_artifact),
+    "train": ("history.parquet", arms_artifact),
+    "evaluate": ("metrics.json", evaluation_artifact),
 }
 
 
@@ -439,21 +442,35 @@ def pipeline(
     """Run the stages (all by default) in the project folder (default: the current one) with
     ``params_file`` plus ``section.key=value`` overrides; returns each stage's summary."""
     root = Path(project_dir).resolve() if project_dir else Path.cwd()
-    unknown = sorted(set(stages or ()) - set(STAGES))
-    if unknown:
-        raise ConfigError(f"unknown stage(s) {', '.join(unknown)} (stages: {', '.join(STAGES)})")
     with _working_dir(root):
         params = load_params(params_file, overrides or [])
-        return _run(params, root, [name for name in STAGES if not stages or name in stages])
+        config = params.model_dump(mode="json")
+        dvc_yaml = find_dvc_yaml(root)
+        specs = load_specs(dvc_yaml, config) if dvc_yaml else {}
+        if specs:  # dvc.yaml's stages, in its order (the tests hold it equal to STAGES)
+            known = list(specs)
+        else:
+            from sparft.stages import STAGES
+
+            known = list(STAGES)
+        unknown = sorted(set(stages or ()) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown stage(s) {', '.join(unknown)} (stages: {', '.join(known)})")
+        names = [name for name in known if not stages or name in stages]
+        return _run(params, config, root, specs, names, has_dvc_yaml=dvc_yaml is not None)
 
 
-def _run(params: Params, root: Path, names: list[str]) -> dict[str, Any]:
+def _run(
+    params: Params,
+    config: dict[str, Any],
+    root: Path,
+    specs: dict[str, StageSpec],
+    names: list[str],
+    has_dvc_yaml: bool,
+) -> dict[str, Any]:
     logger = get_run_logger()
-    config = params.model_dump(mode="json")
-    dvc_yaml = find_dvc_yaml(root)
-    specs = load_specs(dvc_yaml, config) if dvc_yaml else {}
     lock = DvcLock(root)
-    notes = [] if dvc_yaml else ["no dvc.yaml found: stages run without caching"]
+    notes = [] if has_dvc_yaml else ["no dvc.yaml found: stages run without caching"]
     ctx = FlowRunContext.get()
     flow_run = ctx.flow_run if ctx else None
     report: dict[str, Any] = {
@@ -479,8 +496,6 @@ def _run(params: Params, root: Path, names: list[str]) -> dict[str, Any]:
                 logger.warning("could not link the MLflow run to the flow run: %s", err)
         for name in names:
             spec = specs.get(name)
-            if spec is None and dvc_yaml:
-                notes.append(f"stage {name} is not in {dvc_yaml}: run without caching")
             key = stage_key(spec, config, root) if spec else ""
             outs = list(spec.outs) if spec else []
             refresh = bool(key) and _stale_record(key, output_digests(root, outs), stage_task(name))
@@ -502,8 +517,10 @@ def _run(params: Params, root: Path, names: list[str]) -> dict[str, Any]:
                     cached_specs.append(spec)
                 elif lock.commit([spec], config):
                     logger.info("%s: outputs, deps and params committed to dvc.lock", name)
-            if name in STAGE_ARTIFACTS:
-                STAGE_ARTIFACTS[name](root)
+            if name in STAGE_ARTIFACTS and spec is not None:
+                suffix, make_artifact = STAGE_ARTIFACTS[name]
+                for out in (o for o in spec.outs if o.endswith(suffix)):
+                    make_artifact(root / out)
             if mlrun is not None:
                 import mlflow
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from trl import GRPOConfig, GRPOTrainer
@@ -264,15 +263,9 @@ def save_policy(trainer: Any, out: str | Path) -> Path:
     return out
 
 
-def history_frame(curriculum: Curriculum) -> pd.DataFrame:
-    return pd.DataFrame(curriculum.history)
-
-
 def log_history_frame(log_history: list[dict[str, Any]]) -> pd.DataFrame:
     """Trainer's per-step logs (loss, reward, KL, lengths, timings) as one row per step."""
-    rows = [r for r in log_history if "step" in r and "loss" in r]
-    frame = pd.DataFrame(rows)
-    return frame.replace({np.nan: None}) if frame.empty else frame
+    return pd.DataFrame([r for r in log_history if "step" in r and "loss" in r])
 
 
 def summary_metrics(history: pd.DataFrame, logs: pd.DataFrame) -> dict[str, float]:

@@ -23,7 +23,6 @@ from sparft.stages.cluster import OUT as CLUSTERS
 from sparft.stages.selection import OUT as SUBSET
 from sparft.trainer import (
     build_trainer,
-    history_frame,
     log_history_frame,
     save_policy,
     summary_metrics,
@@ -91,7 +90,7 @@ def run(params: Params) -> dict[str, Any]:
     trainer = build_trainer(cfg, model_path, frame, curriculum, params.prompt, report_to)
     resumed = train(trainer, cfg)
     save_policy(trainer, MODEL)
-    history = history_frame(curriculum)
+    history = pd.DataFrame(curriculum.history)
     logs = log_history_frame(trainer.state.log_history)
     summary: dict[str, Any] = {
         "curriculum": cfg.curriculum,
