@@ -69,18 +69,7 @@ def run_evaluation(
     generation = params.generation.model_copy(
         update={"batch_size": args.batch_size, "num_threads": args.threads}
     )
-    inside = [0.0]
-    generate = model.generate
-
-    def timed_generate(*a: Any, **kw: Any) -> Any:
-        began = time.perf_counter()
-        try:
-            return generate(*a, **kw)
-        finally:
-            inside[0] += time.perf_counter() - began
-
-    model.generate = timed_generate
-    try:
+    with _generation_benchmark().timed_generate(model) as inside:
         started = time.perf_counter()
         report = evaluate(
             cfg,
@@ -92,8 +81,6 @@ def run_evaluation(
             progress=False,
         )
         seconds = time.perf_counter() - started
-    finally:
-        model.generate = generate
     return seconds, inside[0], report
 
 

@@ -17,6 +17,8 @@ import os
 import random
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +103,26 @@ def run_plain(
     return Measurement(seconds, texts, [len(o) for o in outputs])
 
 
+@contextmanager
+def timed_generate(model: Any) -> Iterator[list[float]]:
+    """Count the seconds spent inside ``model.generate`` (in the yielded list's one item)."""
+    inside = [0.0]
+    generate = model.generate
+
+    def timed(*a: Any, **kw: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return generate(*a, **kw)
+        finally:
+            inside[0] += time.perf_counter() - began
+
+    model.generate = timed
+    try:
+        yield inside
+    finally:
+        model.generate = generate
+
+
 def run_backend(
     model: Any, tokenizer: Any, prompts: list[str], args: argparse.Namespace, batch_size: int
 ) -> Measurement:
@@ -114,23 +136,10 @@ def run_backend(
         seed=args.seed,
     )
     backend = HFBackend(cfg, model=model, tokenizer=tokenizer)
-    inside = [0.0]
-    generate = model.generate
-
-    def timed_generate(*a: Any, **kw: Any) -> Any:
-        began = time.perf_counter()
-        try:
-            return generate(*a, **kw)
-        finally:
-            inside[0] += time.perf_counter() - began
-
-    model.generate = timed_generate
-    try:
+    with timed_generate(model) as inside:
         started = time.perf_counter()
         results = backend.generate(prompts, progress=False)
         seconds = time.perf_counter() - started
-    finally:
-        model.generate = generate
     completions = [c for r in results for c in r.completions]
     return Measurement(
         seconds,

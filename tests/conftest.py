@@ -13,11 +13,29 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import random
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="sparft-test-prefect-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Prefect keeps its database in PREFECT_HOME: tests use a fresh one, never ~/.prefect,
+    and never a server the user's environment points at. Set before test modules import it."""
+    os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
+    os.environ.pop("PREFECT_API_URL", None)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
 
 SHARED_DATA = Path(
     os.environ.get(

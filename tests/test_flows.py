@@ -2,21 +2,19 @@
 temporary git + DVC project with the tiny model: on the ephemeral API, then against a real
 ``prefect server`` whose API is queried for every task run's state, and as a served deployment.
 
-Every Prefect process here gets its home, database and result storage under a temporary folder,
-set before anything imports prefect (which reads its settings at import), so ~/.prefect is never
-touched.
+Every Prefect process here gets its home, database and result storage under a temporary folder
+(``tests/conftest.py`` sets PREFECT_HOME before any test module imports prefect), so ~/.prefect
+is never touched.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,15 +27,7 @@ import yaml
 
 from sparft.stages import STAGES
 
-_PREFECT_TMP = Path(tempfile.mkdtemp(prefix="sparft-test-prefect-"))
-atexit.register(shutil.rmtree, _PREFECT_TMP, True)
-os.environ.setdefault("PREFECT_HOME", str(_PREFECT_TMP / "home"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # flows/ is beside the package, not installed with it
-    sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 STAGE_NAMES = list(STAGES)  # load, embed, reduce, probe, cluster, select, train, evaluate
 TINY = {
