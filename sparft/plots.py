@@ -235,9 +235,10 @@ def plot_arm_choices(
 ) -> Path:
     """Which cluster the bandit picked at each step (coloured by the step's solve rate), and
     the running share of picks per arm: where the curriculum spent its steps."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 5.5), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.0), sharex=True, layout="constrained")
     points = top.scatter(steps, arms, c=solve_rates, cmap="viridis", vmin=0, vmax=1, s=30)
-    fig.colorbar(points, ax=top, label="step solve rate")
+    fig.colorbar(points, ax=[top, bottom], label="step solve rate (top panel)", shrink=0.5,
+                 anchor=(0.0, 1.0))  # fmt: skip
     top.set_yticks(range(n_arms))
     top.set_ylabel("arm (cluster)")
     top.set_title("Arm chosen per step")
@@ -245,14 +246,12 @@ def plot_arm_choices(
     picks = np.zeros((len(steps), n_arms))
     picks[np.arange(len(steps)), arms.astype(int)] = 1
     share = picks.cumsum(axis=0) / np.arange(1, len(steps) + 1)[:, None]
-    bottom.stackplot(
-        steps, share.T, colors=colours.colors, labels=[f"arm {a}" for a in range(n_arms)]
-    )
+    labels = [f"arm {a}" for a in range(n_arms)]
+    bottom.stackplot(steps, share.T, colors=colours.colors, labels=labels)
     bottom.set_ylim(0, 1)
     bottom.set_ylabel("share of picks so far")
     bottom.set_xlabel("step")
-    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    fig.tight_layout()
+    bottom.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(n_arms, 4), fontsize=8)
     return save_figure(fig, path)
 
 

@@ -60,3 +60,17 @@ def test_dvc_repro_runs_stages_then_is_a_no_op(tmp_path: Path, tiny_lm_dir: Path
     assert "Running stage 'select'" in changed and "Running stage 'train'" in changed
     assert "Running stage 'probe'" not in changed and "Running stage 'cluster'" not in changed
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], tmp_path)
+
+    metrics = _run(["dvc", "metrics", "show"], tmp_path)
+    assert "data/eval/metrics.json" in metrics and "data/train/metrics.json" in metrics
+    _run(["dvc", "plots", "show", "-o", "plots-html"], tmp_path)
+    html = (tmp_path / "plots-html" / "index.html").read_text()
+    assert "train_arms.png" in html and "cluster_map.png" in html
+
+    _run(["git", "add", "-A"], tmp_path)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"], tmp_path)
+    experiment = _run(["dvc", "exp", "run", "-S", "bandit.algorithm=exp3"], tmp_path)
+    # evaluate reruns only if the trained weights changed (the tiny model may learn nothing)
+    assert "Running stage 'train'" in experiment and "Running stage 'probe'" not in experiment
+    shown = _run(["dvc", "exp", "show", "--no-pager", "--csv"], tmp_path)
+    assert "exp3" in shown
