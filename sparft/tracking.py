@@ -84,8 +84,6 @@ def tracked_run(
     """An MLflow run (nested when one is active) that ends FAILED with the error if the body
     raises. Yields None when tracking is off."""
     if not params.tracking.enabled or int(os.environ.get("RANK", "0")) != 0:
-        if not params.tracking.enabled:
-            os.environ["DISABLE_MLFLOW_INTEGRATION"] = "TRUE"
         yield None  # under accelerate/torchrun only the main process records
         return
     mlflow = configure(params.tracking)

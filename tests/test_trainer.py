@@ -25,6 +25,7 @@ BIN = Path(sys.executable).parent
 def _env() -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)  # each project records into its own mlflow.db
+    env.pop("DISABLE_MLFLOW_INTEGRATION", None)
     return env
 
 
