@@ -37,6 +37,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uri() -> Any:
+    """``mlflow.set_tracking_uri`` also sets MLFLOW_TRACKING_URI in the environment, which
+    sparft honours as an override: without this, one test's store leaks into the next."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 SHARED_DATA = Path(
     os.environ.get(
         "SPARFT_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
