@@ -42,6 +42,11 @@ def _params(path: Path, overrides: list[str] | None) -> Params:
         _fail(err)
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The command-line options the user set (not None), as config overrides."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
 def _fail(err: Exception) -> NoReturn:
     console.print(f"[bold red]error:[/] {err}", highlight=False)
     raise typer.Exit(2)
@@ -212,16 +217,9 @@ def generate(
     from sparft.generation import make_backend
 
     p = _params(params, set_)
-    update = {
-        k: v
-        for k, v in {
-            "model": model,
-            "backend": backend,
-            "temperature": temperature,
-            "max_new_tokens": max_new_tokens,
-        }.items()
-        if v is not None
-    }
+    update = _given(
+        model=model, backend=backend, temperature=temperature, max_new_tokens=max_new_tokens
+    )
     try:
         cfg = type(p.generation).model_validate({**p.generation.model_dump(), **update})
         cfg = cfg.model_copy(update={"model": prepare_model(cfg.model)})
@@ -422,19 +420,15 @@ def eval_(
     from sparft.stages.evaluate import run_evaluation
 
     p = _params(params, set_)
-    update = {
-        k: v
-        for k, v in {
-            "model": model,
-            "benchmarks": benchmark,
-            "n": n,
-            "temperature": temperature,
-            "limit": limit,
-            "max_new_tokens": max_new_tokens,
-            "include_base": base,
-        }.items()
-        if v is not None
-    }
+    update = _given(
+        model=model,
+        benchmarks=benchmark,
+        n=n,
+        temperature=temperature,
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        include_base=base,
+    )
     try:
         cfg = EvaluateConfig.model_validate({**p.evaluate.model_dump(), **update})
         summary = run_evaluation(p, cfg, out, out / "eval_accuracy.png")
