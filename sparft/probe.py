@@ -22,7 +22,9 @@ from sparft.io import write_json, write_parquet
 from sparft.prompts import PromptConfig, build_messages
 from sparft.rewards import is_correct
 
-PROBE_COLUMNS = ["id", "solve_rate", "n_correct", "k", "mean_completion_tokens"]
+# ``truncated``: share of the k answers cut at max_new_tokens (scored wrong, so a budget too small
+# for the data shows up as difficulty).
+PROBE_COLUMNS = ["id", "solve_rate", "n_correct", "k", "mean_completion_tokens", "truncated"]
 
 
 class ProbeConfig(BaseModel):
@@ -104,6 +106,9 @@ def probe_with_model(
                         "n_correct": correct,
                         "k": cfg.k,
                         "mean_completion_tokens": float(np.mean(tokens)),
+                        "truncated": float(
+                            np.mean([c.finish_reason == "length" for c in result.completions])
+                        ),
                     }
                 )
             done = pd.concat([done, pd.DataFrame(rows, columns=PROBE_COLUMNS)], ignore_index=True)
@@ -133,6 +138,7 @@ def probe_with_labels(frame: pd.DataFrame) -> pd.DataFrame:
             "n_correct": np.nan,
             "k": 0,
             "mean_completion_tokens": np.nan,
+            "truncated": np.nan,
         }
     )
 
@@ -147,7 +153,8 @@ def _load_progress(path: Path | None, fingerprint: str) -> pd.DataFrame:
         or json.loads(meta_path.read_text()).get("fingerprint") != fingerprint
     ):
         return empty
-    return pd.read_parquet(path)
+    done = pd.read_parquet(path)
+    return done if list(done.columns) == PROBE_COLUMNS else empty
 
 
 def _save_progress(path: Path, done: pd.DataFrame, fingerprint: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sparft.curriculum import Strategy
 
@@ -51,6 +51,15 @@ class TrainConfig(BaseModel):
         default_factory=dict,
         description="Extra GRPOConfig fields (e.g. loss_type, scale_rewards), passed through.",
     )
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``on``/``off`` (``lora: off``, ``--set train.lora=on``) as a
+        boolean; take it as the word the user wrote."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
     def use_lora(self, n_parameters: int) -> bool:
         if self.lora == "auto":

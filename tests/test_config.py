@@ -32,6 +32,15 @@ def test_overrides_are_typed(tmp_path: Path) -> None:
     assert params.arithmetic.grades == [1, 3] and params.probe.model is None
 
 
+@pytest.mark.parametrize(("written", "meant"), [("off", "off"), ("on", "on"), ("'off'", "off")])
+def test_yaml_on_off_is_the_word_not_a_boolean(tmp_path: Path, written: str, meant: str) -> None:
+    """YAML 1.1 turns a bare on/off into a boolean; a user writing ``lora: off`` means the word."""
+    assert load_params(tmp_path / "none.yaml", [f"train.lora={written}"]).train.lora == meant
+    path = tmp_path / "params.yaml"
+    path.write_text(f"train:\n  lora: {written}\n")
+    assert load_params(path).train.lora == meant
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -31,6 +31,9 @@ def test_probe_counts_and_resumes(
     assert full["k"].eq(2).all() and full["solve_rate"].between(0, 1).all()
     assert (full["solve_rate"] == full["n_correct"] / 2).all()
     assert (full["mean_completion_tokens"] > 0).all()
+    assert full["truncated"].isin([0.0, 0.5, 1.0]).all()
+    # an answer shorter than the budget ended at eos, so not all k of that question were cut
+    assert (full.loc[full["mean_completion_tokens"] < 8, "truncated"] < 1).all()
 
     class Killed(Exception):
         pass

@@ -30,6 +30,8 @@ def summarise(frame: pd.DataFrame, probed: pd.DataFrame) -> dict[str, Any]:
         "solve_rate": float(merged["solve_rate"].mean()),
         "mean_completion_tokens": float(merged["mean_completion_tokens"].mean()),
     }
+    if merged["truncated"].notna().any():
+        summary["truncated"] = float(merged["truncated"].mean())
     if merged["difficulty_label"].notna().any():
         by_label = merged.groupby("difficulty_label")["solve_rate"].agg(["mean", "count"])
         summary["solve_rate_by_label"] = {
