@@ -88,7 +88,7 @@ def run_plain(
                 padding=True,
                 add_special_tokens=False,
                 return_tensors="pt",
-            )
+            ).to(model.device)
             out = model.generate(
                 **batch,
                 max_new_tokens=args.max_new_tokens,
