@@ -321,6 +321,17 @@ def _working_dir(path: Path) -> Iterator[None]:
         os.chdir(before)
 
 
+def headline(summary: Mapping[str, Any], most: int = 6) -> str:
+    """The first few numbers of a stage's summary, for the live log line after each stage (the
+    full tables print when the flow ends)."""
+    numbers = [
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in summary.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    return f": {', '.join(numbers[:most])}" if numbers else ""
+
+
 def _jsonable(value: Any) -> Any:
     """A table cell: numpy scalars as Python numbers, floats rounded, NaN as empty."""
     if hasattr(value, "item"):
@@ -512,6 +523,14 @@ def _run(
                 "stage_seconds": result["seconds"],
                 "summary": result["summary"],
             }
+            logger.info(
+                "%s: %s%s",
+                name,
+                f"cached (its run took {result['seconds']:.1f} s)"
+                if cached
+                else f"finished in {result['seconds']:.1f} s",
+                headline(result["summary"]),
+            )
             if spec is not None:
                 if cached:
                     cached_specs.append(spec)

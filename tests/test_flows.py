@@ -130,6 +130,15 @@ def test_compare_grid_and_inputs() -> None:
     ]
 
 
+def test_stage_headline_lists_the_summary_numbers() -> None:
+    from flows.pipeline import headline
+
+    summary = {"questions": 64, "solve_rate": 0.21875, "noisy": True, "by_label": {"1": 0.5}}
+    assert headline(summary) == ": questions 64, solve_rate 0.2188"
+    assert headline({"notes": []}) == ""
+    assert headline({f"m{i}": i for i in range(9)}, most=2) == ": m0 0, m1 1"
+
+
 def test_dvc_lock_is_skipped_outside_a_dvc_repo(tmp_path: Path) -> None:
     from flows.pipeline import DvcLock, StageSpec
 
