@@ -249,6 +249,7 @@ def report(runs: list[dict[str, Any]], heldout: int, out: Path) -> None:
     for col in ("strategy", "training qs", "step", "accuracy", "unique questions seen", "s/run"):
         table.add_column(col, justify="right")
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    xlabels: dict[str, str] = {}
     for strategy in dict.fromkeys(r["strategy"] for r in runs):
         mine = [r for r in runs if r["strategy"] == strategy]
         steps = [p["step"] for p in mine[0]["points"]]
@@ -261,9 +262,11 @@ def report(runs: list[dict[str, Any]], heldout: int, out: Path) -> None:
                 f"{seen[:, i].mean():.1f}", f"{np.mean([r['seconds'] for r in mine]):.0f}",
             )  # fmt: skip
         curves[f"{strategy}: held-out accuracy vs step"] = (np.array(steps), acc.mean(axis=0))
-        curves[f"{strategy}: accuracy vs unique questions"] = (seen.mean(axis=0), acc.mean(axis=0))
+        by_seen = f"{strategy}: accuracy vs unique questions"
+        curves[by_seen] = (seen.mean(axis=0), acc.mean(axis=0))
+        xlabels[by_seen] = "unique questions seen"
     console.print(table)
-    plot_training_curves(curves, out.with_suffix(".png"))
+    plot_training_curves(curves, out.with_suffix(".png"), xlabels)
 
 
 def main(argv: list[str] | None = None) -> None:
