@@ -13,11 +13,13 @@ up to ``select`` (``data/subset.parquet``, ``data/train.parquet``).
 
     python benchmarks/training.py overhead --steps 20 --rounds 3
     python benchmarks/training.py efficiency --project . --seeds 0 1 2 --steps 20 --every 5
+    python benchmarks/training.py report lp.json su.json --out efficiency.json   # merge runs
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -44,7 +46,7 @@ from sparft.evaluation import heldout_arithmetic, score_results, training_ids
 from sparft.generation import GenerationConfig, HFBackend
 from sparft.io import write_json
 from sparft.models import prepare_model
-from sparft.plots import plot_training_curves
+from sparft.plots import save_figure
 from sparft.prompts import PromptConfig, build_messages
 from sparft.rewards import correctness_reward, format_reward
 from sparft.train_config import TrainConfig
@@ -248,8 +250,7 @@ def report(runs: list[dict[str, Any]], heldout: int, out: Path) -> None:
     table = Table(title=f"held-out greedy accuracy ({heldout} questions), mean ± sd over seeds")
     for col in ("strategy", "training qs", "step", "accuracy", "unique questions seen", "s/run"):
         table.add_column(col, justify="right")
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    xlabels: dict[str, str] = {}
+    curves: dict[str, dict[str, Any]] = {}
     for strategy in dict.fromkeys(r["strategy"] for r in runs):
         mine = [r for r in runs if r["strategy"] == strategy]
         steps = [p["step"] for p in mine[0]["points"]]
@@ -261,12 +262,29 @@ def report(runs: list[dict[str, Any]], heldout: int, out: Path) -> None:
                 f"{acc[:, i].mean():.3f} ± {acc[:, i].std():.3f}",
                 f"{seen[:, i].mean():.1f}", f"{np.mean([r['seconds'] for r in mine]):.0f}",
             )  # fmt: skip
-        curves[f"{strategy}: held-out accuracy vs step"] = (np.array(steps), acc.mean(axis=0))
-        by_seen = f"{strategy}: accuracy vs unique questions"
-        curves[by_seen] = (seen.mean(axis=0), acc.mean(axis=0))
-        xlabels[by_seen] = "unique questions seen"
+        curves[f"{strategy} ({mine[0]['training_questions']} questions, {len(mine)} seeds)"] = {
+            "step": np.array(steps), "seen": seen.mean(axis=0), "acc": acc
+        }  # fmt: skip
     console.print(table)
-    plot_training_curves(curves, out.with_suffix(".png"), xlabels)
+    plot_efficiency(curves, heldout, out.with_suffix(".png"))
+
+
+def plot_efficiency(curves: dict[str, dict[str, Any]], heldout: int, path: Path) -> None:
+    """Every strategy on one axis, against steps and against unique questions seen: the line is
+    the mean over seeds, the band one standard deviation."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for label, c in curves.items():
+        mean, sd = c["acc"].mean(axis=0), c["acc"].std(axis=0)
+        for ax, x in zip(axes, (c["step"], c["seen"]), strict=True):
+            (line,) = ax.plot(x, mean, marker="o", label=label)
+            ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+    axes[0].set(xlabel="step", ylabel=f"held-out accuracy ({heldout} questions, greedy)")
+    axes[1].set(xlabel="unique training questions seen (mean over seeds)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -294,8 +312,24 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--eval-tokens", type=int, default=48)
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--out", default="benchmarks/results/efficiency.json")
+    c = sub.add_parser("report", help="merge efficiency results run separately: table and plot")
+    c.add_argument("inputs", nargs="+", type=Path)
+    c.add_argument("--out", type=Path, default=Path("benchmarks/results/efficiency.json"))
     args = parser.parse_args(argv)
-    overhead(args) if args.command == "overhead" else efficiency(args)
+    commands = {"overhead": overhead, "efficiency": efficiency, "report": merge_reports}
+    commands[args.command](args)
+
+
+def merge_reports(args: argparse.Namespace) -> None:
+    """One table and plot from several ``efficiency`` outputs (same held-out set required)."""
+    results = [json.loads(path.read_text()) for path in args.inputs]
+    heldout = {r["heldout_questions"] for r in results}
+    if len(heldout) != 1:
+        raise SystemExit(f"the inputs used different held-out sets: {sorted(heldout)} questions")
+    runs = [run for r in results for run in r["runs"]]
+    questions = heldout.pop()
+    write_json({"heldout_questions": questions, "runs": runs}, args.out)
+    report(runs, questions, args.out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ matplotlib runs on the Agg backend (no display); files are written atomically.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,12 +256,9 @@ def plot_arm_choices(
 
 
 def plot_training_curves(
-    curves: dict[str, tuple[np.ndarray, np.ndarray]],
-    path: str | Path,
-    xlabels: Mapping[str, str] | None = None,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path
 ) -> Path:
-    """One small panel per named curve, with a rolling mean over noisy values; the x axis is the
-    step unless ``xlabels`` names another quantity for that curve."""
+    """One small panel per named curve (x = step), with a rolling mean over noisy values."""
     names = [n for n, (x, _) in curves.items() if len(x)]
     cols = 2
     rows = max(1, (len(names) + cols - 1) // cols)
@@ -277,7 +274,7 @@ def plot_training_curves(
             )
             ax.legend(fontsize=7)
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel((xlabels or {}).get(name, "step"))
+        ax.set_xlabel("step")
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()

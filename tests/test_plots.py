@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -82,20 +81,3 @@ def test_arm_choices_and_training_curves(tmp_path: Path) -> None:
     assert out.stat().st_size > 10_000
     curves = {"reward": (steps, np.sin(steps)), "empty": (np.array([]), np.array([]))}
     assert plot_training_curves(curves, tmp_path / "c.png").stat().st_size > 5_000
-
-
-def test_training_curves_name_their_x_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sparft.plots
-
-    seen: list[list[str]] = []
-    save = sparft.plots.save_figure
-
-    def keep_labels(fig: Any, path: Path) -> Path:
-        seen.append([ax.get_xlabel() for ax in fig.axes])
-        return save(fig, path)
-
-    monkeypatch.setattr(sparft.plots, "save_figure", keep_labels)
-    x = np.arange(5.0)
-    curves = {"by step": (x, x), "by questions": (x * 3, x)}
-    plot_training_curves(curves, tmp_path / "c.png", {"by questions": "unique questions seen"})
-    assert seen == [["step", "unique questions seen"]]
