@@ -39,20 +39,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY_OVERRIDES = [
-    "arithmetic.per_grade=3",
-    "arithmetic.grades=[1,2,3]",
-    "probe.k=2",
-    "probe.max_new_tokens=8",
-    "cluster.k=3",
-    "select.budget=6",
-    "train.max_steps=2",
-    "train.num_generations=2",
-    "train.max_completion_length=8",
-    "train.num_threads=1",
-    "evaluate.max_new_tokens=8",
-    "evaluate.limit=4",
-]
 
 
 def make_project(folder: Path, overrides: list[str]) -> Path:
@@ -165,10 +151,10 @@ def main() -> None:
     overrides = list(args.overrides)
     if args.tiny:
         sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import build_tiny_lm
+        from conftest import build_tiny_lm, tiny_overrides
 
         model = build_tiny_lm(folder / "tiny-lm")
-        overrides = [*TINY_OVERRIDES, f"generation.model={model}", *overrides]
+        overrides = [*tiny_overrides(), f"generation.model={model}", *overrides]
     try:
         project = make_project(folder, overrides)
         environ = env(folder)

@@ -12,6 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+import json
 import random
 import shutil
 import tempfile
@@ -54,6 +55,27 @@ SHARED_DATA = Path(
 needs_shared = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"shared benchmark data not found at {SHARED_DATA}"
 )
+
+# Pipeline settings small enough for a test run with the tiny model (tests and the CI-size
+# orchestration benchmark): 9 questions, 3 clusters, 2 training steps.
+TINY_SETTINGS: dict[str, dict[str, Any]] = {
+    "arithmetic": {"per_grade": 3, "grades": [1, 2, 3]},
+    "probe": {"k": 2, "max_new_tokens": 8},
+    "cluster": {"k": 3},
+    "select": {"budget": 6},
+    "train": {"max_steps": 2, "num_generations": 2, "max_completion_length": 8, "num_threads": 1},
+    "evaluate": {"max_new_tokens": 8, "limit": 4},
+}
+
+
+def tiny_overrides() -> list[str]:
+    """``TINY_SETTINGS`` as ``section.key=value`` overrides (``--set``)."""
+    return [
+        f"{section}.{key}={json.dumps(value)}"
+        for section, values in TINY_SETTINGS.items()
+        for key, value in values.items()
+    ]
+
 
 TINY_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import tiny_overrides
 from typer.testing import CliRunner
 
 from sparft.cli import app
@@ -102,21 +103,7 @@ def test_unknown_stage_and_preset() -> None:
 
 @pytest.mark.slow
 def test_run_executes_every_stage(in_tmp: Path, tiny_lm_dir: Path) -> None:
-    overrides = [
-        f"generation.model={tiny_lm_dir}",
-        "arithmetic.per_grade=3",
-        "arithmetic.grades=[1,2,3]",
-        "probe.k=2",
-        "probe.max_new_tokens=8",
-        "cluster.k=3",
-        "select.budget=6",
-        "train.max_steps=2",
-        "train.num_generations=2",
-        "train.max_completion_length=8",
-        "train.num_threads=1",
-        "evaluate.max_new_tokens=8",
-        "evaluate.limit=4",
-    ]
+    overrides = [f"generation.model={tiny_lm_dir}", *tiny_overrides()]
     result = runner.invoke(app, ["run", *[a for o in overrides for a in ("--set", o)]])
     assert result.exit_code == 0, result.output
     assert "probe solve rate over 9 questions" in result.output

@@ -24,20 +24,13 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import TINY_SETTINGS
 
 from sparft.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGE_NAMES = list(STAGES)  # load, embed, reduce, probe, cluster, select, train, evaluate
-TINY = {
-    "arithmetic": {"per_grade": 3, "grades": [1, 2, 3]},
-    "probe": {"k": 2, "max_new_tokens": 8},
-    "cluster": {"k": 3},
-    "select": {"budget": 6},
-    "train": {"max_steps": 2, "num_generations": 2, "max_completion_length": 8, "num_threads": 1},
-    "evaluate": {"max_new_tokens": 8, "limit": 4},
-}
 
 
 # ----------------------------------------------------------------------------- fast unit tests
@@ -263,7 +256,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path, server:
     shutil.copytree(ROOT / "sparft", root / "sparft", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
+    for section, values in TINY_SETTINGS.items():
         params[section].update(values)
     params["generation"]["model"] = str(tiny_lm_dir)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
