@@ -321,6 +321,11 @@ def _working_dir(path: Path) -> Iterator[None]:
         os.chdir(before)
 
 
+def stage_status(cached: bool, seconds: float) -> str:
+    """How a stage ended, worded the same in the flow's log and in ``sparft run``'s output."""
+    return f"cached (its run took {seconds:.1f} s)" if cached else f"finished in {seconds:.1f} s"
+
+
 def headline(summary: Mapping[str, Any], most: int = 6) -> str:
     """The first few numbers of a stage's summary, for the live log line after each stage (the
     full tables print when the flow ends)."""
@@ -523,14 +528,8 @@ def _run(
                 "stage_seconds": result["seconds"],
                 "summary": result["summary"],
             }
-            logger.info(
-                "%s: %s%s",
-                name,
-                f"cached (its run took {result['seconds']:.1f} s)"
-                if cached
-                else f"finished in {result['seconds']:.1f} s",
-                headline(result["summary"]),
-            )
+            status = stage_status(cached, result["seconds"])
+            logger.info("%s: %s%s", name, status, headline(result["summary"]))
             if spec is not None:
                 if cached:
                     cached_specs.append(spec)

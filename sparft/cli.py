@@ -278,16 +278,16 @@ def run(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     server at PREFECT_API_URL), keep dvc.lock in step, and print where the results are."""
     p = _params(params, set_)
     pipeline = _pipeline_flow()
+    from flows.pipeline import stage_status
+
     try:
         report = pipeline(params_file=str(params), overrides=list(set_ or []))
     except USER_ERRORS as err:
         _fail(err)
     for name, stage in report["stages"].items():
         console.rule(f"stage {name}")
-        if stage["cached"]:
-            console.print(f"{name} cached (its run took {stage['stage_seconds']:.1f} s)")
-        else:
-            console.print(f"{name} finished in {stage['seconds']:.1f} s")
+        seconds = stage["stage_seconds"] if stage["cached"] else stage["seconds"]
+        console.print(f"{name} {stage_status(stage['cached'], seconds)}")
         summary = stage["summary"]
         if name == "load":
             _print_report(summary, Path(p.data.out))
