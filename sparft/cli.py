@@ -48,7 +48,8 @@ def _given(**options: Any) -> dict[str, Any]:
 
 
 def _fail(err: Exception) -> NoReturn:
-    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    """Print the error unwrapped (a file path cut across lines cannot be copied) and exit 2."""
+    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -141,7 +142,7 @@ def verify(
     set_: SetOpt = None,
 ) -> None:
     """Check every gold solution against its own gold answer with the answer checker."""
-    from sparft.rewards import check_gold
+    from sparft.answers import check_gold
 
     p = _params(params, set_)
     try:

@@ -1,7 +1,7 @@
 """Accuracy of a fine-tuned model (and of the base model it started from) on math benchmarks.
 
 The model answers each benchmark question ``n`` times through the same generation backend and
-prompt template as training and probing, every completion is scored by ``sparft.rewards``
+prompt template as training and probing, every completion is scored by ``sparft.answers``
 (answer extraction + math-verify; model text is never evaluated), and the per-question rows are
 aggregated into pass@1 with its standard error, unbiased pass@k and throughput figures.
 
@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sparft import answers
 from sparft.arithmetic import GRADES, ArithmeticConfig
 from sparft.data import (
     COLUMNS,
@@ -58,7 +59,6 @@ from sparft.data import (
 from sparft.generation import GenerationBackend, GenerationConfig, PromptResult, make_backend
 from sparft.models import ModelNotAvailableError, cache_dir, prepare_model
 from sparft.prompts import PromptConfig, build_messages
-from sparft.rewards import answers_match, extract_answer
 
 TRAINED = "trained"
 TRAINED_MODEL_DIR = Path("data/train/model")
@@ -253,8 +253,7 @@ def score_results(
         verdicts: dict[str, tuple[str | None, bool]] = {}
         for text in result.texts:
             if text not in verdicts:
-                extracted = extract_answer(text)
-                verdicts[text] = (extracted, answers_match(extracted, str(row.answer)))
+                verdicts[text] = answers.grade(text, str(row.answer))
         extracted_list = [verdicts[t][0] for t in result.texts]
         correct = [verdicts[t][1] for t in result.texts]
         rows.append(

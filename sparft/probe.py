@@ -17,10 +17,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
+from sparft.answers import is_correct
 from sparft.generation import GenerationBackend
 from sparft.io import write_json, write_parquet
 from sparft.prompts import PromptConfig, build_messages
-from sparft.rewards import is_correct
 
 # ``truncated``: share of the k answers cut at max_new_tokens (scored wrong, so a budget too small
 # for the data shows up as difficulty).

@@ -10,7 +10,7 @@ import pytest
 from conftest import SHARED_DATA as DATA
 from conftest import needs_shared
 
-from sparft.rewards import answers_match, check_gold, extract_answer
+from sparft.answers import answers_match, check_gold, extract_answer
 
 MIN_AGREEMENT = 0.995
 

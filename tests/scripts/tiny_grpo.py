@@ -18,10 +18,11 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
+from sparft.answers import completion_text
 from sparft.bandit import BanditConfig
 from sparft.curriculum import make_curriculum
 from sparft.prompts import PromptConfig
-from sparft.rewards import completion_text, format_reward
+from sparft.rewards import format_reward
 from sparft.train_config import TrainConfig
 from sparft.trainer import build_trainer, train
 

@@ -1,0 +1,201 @@
+"""Agreement and cost of the answer checker, layer by layer, on an answer-equivalence case table.
+
+Layers, each asked for a verdict on every (gold, prediction) case:
+
+* ``sparft``: ``is_correct(prediction, gold)``, the reward path (extraction, then matching);
+* ``match alone``: ``answers_match(prediction, gold)``, matching with no extraction;
+* ``math-verify alone``: ``verify(parse(gold), parse(prediction))`` with math-verify's default
+  extraction configs, as a user would call it.
+
+It prints agreement with the table's verdicts (overall, on equivalent and on different pairs,
+per kind), the time per check (median, 99th percentile, maximum), and the time ``is_correct``
+takes on hostile inputs (towers of exponents, huge completions, thousands of boxes), each of
+which must stay within its time limit (5 s) plus the worker grace. Results go to
+``benchmarks/results/answers.json``.
+
+    python benchmarks/answers.py                          # the committed table
+    python benchmarks/answers.py --cases other.jsonl      # rows with gold, pred, expected
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from sparft.answers import answers_match, is_correct
+from sparft.io import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "tests" / "data" / "answer_cases.yaml"
+FIELDS = ("kind", "via", "gold", "prediction", "equivalent")
+TIMEOUT_S = 5.0
+
+console = Console()
+
+
+def load_cases(path: Path) -> list[dict[str, Any]]:
+    """The YAML case table, or a JSONL file of ``{gold, pred, expected[, kind]}`` rows."""
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        return [
+            {
+                "kind": r.get("kind", "other"),
+                "gold": r["gold"],
+                "prediction": r["pred"],
+                "equivalent": bool(r["expected"]),
+            }
+            for r in rows
+        ]
+    rows = yaml.safe_load(path.read_text(encoding="utf-8"))["cases"]
+    return [dict(zip(FIELDS, r, strict=True)) if isinstance(r, list) else r for r in rows]
+
+
+def _math_verify_alone(prediction: str, gold: str) -> bool:
+    import math_verify
+
+    try:
+        return bool(math_verify.verify(math_verify.parse(gold), math_verify.parse(prediction)))
+    except Exception:
+        return False
+
+
+def _in_thread(fn: Callable[[str, str], bool]) -> Callable[[str, str], bool]:
+    """``fn`` called from a worker thread, where the time limit runs in a worker process."""
+
+    def call(prediction: str, gold: str) -> bool:
+        out: list[bool] = []
+        thread = threading.Thread(target=lambda: out.append(fn(prediction, gold)))
+        thread.start()
+        thread.join()
+        return out[0]
+
+    return call
+
+
+LAYERS: dict[str, Callable[[str, str], bool]] = {
+    "sparft": is_correct,
+    "match alone": answers_match,
+    "math-verify alone": _math_verify_alone,
+}
+
+
+def hostile_inputs() -> list[tuple[str, str, str]]:
+    """(name, completion, gold) cases built to make a checker hang or blow up."""
+    long_prose = "We add the numbers one by one and keep a running total. " * 2000
+    return [
+        ("tower of powers, boxed", r"\boxed{9^{9^{9^{9}}}}", "5"),
+        ("tower of powers, bare", "9^9^9^9", "5"),
+        ("huge factorial", r"\boxed{100000!}", r"\frac{1}{2}"),
+        ("1000-digit numbers", r"\boxed{" + "7" * 1000 + "}", "7" * 999 + "8"),
+        ("100k characters, no box", long_prose + " So the answer is 42.", "42"),
+        ("2000 unclosed boxes", r"\boxed{1 " * 2000, "1"),
+        ("200 joined boxes", ", ".join(rf"\boxed{{{i}}}" for i in range(200)), "7"),
+        ("5000 nested braces", r"\boxed{" + "{" * 5000 + "1" + "}" * 5001, "1"),
+        ("long chain of equalities", "$" + " = ".join(["x"] * 3000) + " = 5$", "5"),
+        ("deep fraction", r"\boxed{" + r"\frac{1}{1+" * 300 + "1" + "}" * 600 + "}", "1"),
+    ]
+
+
+def _timed(fn: Callable[[str, str], bool], prediction: str, gold: str) -> tuple[bool, float]:
+    start = time.perf_counter()
+    verdict = fn(prediction, gold)
+    return verdict, time.perf_counter() - start
+
+
+def run_layers(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    layers = dict(LAYERS)
+    layers["sparft, from a thread"] = _in_thread(is_correct)
+    for fn in layers.values():  # imports and worker start-up are not per-check costs
+        fn("1", "1")
+    out: dict[str, Any] = {}
+    for name, fn in layers.items():
+        agree: dict[str, list[bool]] = defaultdict(list)
+        times = []
+        for case in cases:
+            verdict, seconds = _timed(fn, str(case["prediction"]), str(case["gold"]))
+            ok = verdict is case["equivalent"]
+            times.append(seconds)
+            agree["all"].append(ok)
+            agree["equivalent pairs" if case["equivalent"] else "different pairs"].append(ok)
+            agree[f"kind: {case['kind']}"].append(ok)
+        times.sort()
+        keys = ["all", "equivalent pairs", "different pairs"]
+        keys = [k for k in keys if k in agree] + sorted(k for k in agree if k not in keys)
+        out[name] = {
+            "agreement": {k: round(sum(agree[k]) / len(agree[k]), 4) for k in keys},
+            "cases": {k: len(agree[k]) for k in keys},
+            "ms_median": round(1000 * statistics.median(times), 3),
+            "ms_p99": round(1000 * times[min(len(times) - 1, int(0.99 * len(times)))], 3),
+            "ms_max": round(1000 * times[-1], 3),
+        }
+    return out
+
+
+def run_hostile() -> list[dict[str, Any]]:
+    rows = []
+    for name, completion, gold in hostile_inputs():
+        for where, fn in (("main thread", is_correct), ("worker thread", _in_thread(is_correct))):
+            verdict, seconds = _timed(fn, completion, gold)
+            rows.append({"input": name, "where": where, "verdict": verdict, "s": round(seconds, 3)})
+    return rows
+
+
+def print_report(report: dict[str, Any]) -> None:
+    layers = report["layers"]
+    names = list(layers)
+    keys = list(layers["sparft"]["agreement"])
+    table = Table(title=f"agreement with the case table ({report['cases_file']})")
+    table.add_column("cases")
+    table.add_column("n", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for key in keys:
+        n = layers["sparft"]["cases"][key]
+        table.add_row(key, str(n), *(f"{layers[name]['agreement'][key]:.3f}" for name in names))
+    console.print(table)
+    timing = Table(title="time per check (ms)")
+    for column in ("layer", "median", "p99", "max"):
+        timing.add_column(column, justify="right" if column != "layer" else "left")
+    for name in names:
+        lay = layers[name]
+        timing.add_row(name, str(lay["ms_median"]), str(lay["ms_p99"]), str(lay["ms_max"]))
+    console.print(timing)
+    hostile = Table(title=f"hostile inputs through is_correct (limit {TIMEOUT_S:g} s)")
+    for column in ("input", "where", "verdict", "seconds"):
+        hostile.add_column(column)
+    for row in report["hostile"]:
+        hostile.add_row(row["input"], row["where"], str(row["verdict"]), f"{row['s']:.3f}")
+    console.print(hostile)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=Path, default=TABLE, help="YAML table or JSONL rows")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/answers.json")
+    parser.add_argument("--no-hostile", action="store_true", help="skip the hostile inputs")
+    args = parser.parse_args()
+    cases = load_cases(args.cases)
+    cases_file = args.cases.relative_to(ROOT) if args.cases.is_relative_to(ROOT) else args.cases
+    report: dict[str, Any] = {"cases_file": str(cases_file), "n_cases": len(cases)}
+    report["layers"] = run_layers(cases)
+    report["hostile"] = [] if args.no_hostile else run_hostile()
+    print_report(report)
+    worst = max((row["s"] for row in report["hostile"]), default=0.0)
+    console.print(f"worst hostile check: {worst:.2f} s (limit {TIMEOUT_S:g} s + 1 s grace)")
+    write_json(report, args.out)
+    console.print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
