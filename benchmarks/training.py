@@ -1,9 +1,11 @@
 """Training benchmarks: the curriculum's cost per step, and sample efficiency against uniform.
 
-(a) ``overhead``: seconds per step of ``CurriculumGRPOTrainer`` (sparft curriculum) against
-TRL's own ``GRPOTrainer`` with its default sampler, identical config, alternating rounds in the
-same process. Every completion is forced to the same length (``min_new_tokens``), so both sides
-do the same work whatever prompts they draw (target ratio <= 1.02).
+(a) ``overhead``: seconds per step of ``CurriculumGRPOTrainer`` with each curriculum (and the
+knapsack allocator, ``knapsack``: uniform prompts, Knapsack RL's rollout counts) against TRL's
+own ``GRPOTrainer`` with its default sampler, identical config, alternating rounds in the same
+process. Every completion is forced to the same length (``min_new_tokens``) and every step has
+the same rollout budget, so all sides do the same generation and update work whatever prompts
+and group sizes they plan (target ratio <= 1.02).
 
 (b) ``efficiency``: ``sparft`` (bandit over the selected subset) against ``uniform`` (plain GRPO
 over every loaded question), several seeds each, greedy held-out accuracy every few steps,
@@ -11,7 +13,7 @@ against steps and against unique questions seen (``sparft-lp``: the same with th
 learning-progress reward). Needs a project folder where the pipeline ran
 up to ``select`` (``data/subset.parquet``, ``data/train.parquet``).
 
-    python benchmarks/training.py overhead --steps 20 --rounds 3
+    python benchmarks/training.py overhead --steps 20 --rounds 3 --methods sparft cures
     python benchmarks/training.py efficiency --project . --seeds 0 1 2 --steps 20 --every 5
     python benchmarks/training.py report lp.json su.json --out efficiency.json   # merge runs
 """
@@ -39,8 +41,8 @@ from rich.table import Table
 from transformers import TrainerCallback
 
 from sparft.bandit import BanditConfig
-from sparft.config import load_params
-from sparft.curriculum import make_curriculum
+from sparft.config import Params, load_params
+from sparft.curricula import make_curriculum
 from sparft.data import read_dataset
 from sparft.evaluation import heldout_arithmetic, score_results, training_ids
 from sparft.generation import GenerationConfig, HFBackend
@@ -92,6 +94,16 @@ def tiny_model(folder: Path) -> str:
     return str(folder)
 
 
+def method_trainer(
+    side: str, cfg: TrainConfig, model: str, frame: pd.DataFrame, seed: int, clock: StepTimes
+) -> Any:
+    """sparft's trainer with curriculum ``side`` (``knapsack``: uniform + knapsack allocation)."""
+    name, allocation = ("uniform", "knapsack") if side == "knapsack" else (side, "auto")
+    cfg = cfg.model_copy(update={"curriculum": name, "allocation": allocation})
+    curriculum = make_curriculum(name, frame, Params(train=cfg, bandit=BanditConfig(seed=seed)))
+    return build_trainer(cfg, model, frame, curriculum, PromptConfig(), callbacks=[clock])
+
+
 def overhead(args: argparse.Namespace) -> None:
     from trl import GRPOTrainer
 
@@ -118,16 +130,13 @@ def overhead(args: argparse.Namespace) -> None:
             checkpoint_dir=str(Path(tmp) / "ckpt"),
             grpo={"generation_kwargs": {"min_new_tokens": args.max_completion_length}},
         )
-        times: dict[str, list[float]] = {"trl": [], "sparft": []}
+        frame["probe_rollouts"], frame["probe_correct"] = 8, [i % 9 for i in range(n)]
+        sides = ["trl", *args.methods]
+        times: dict[str, list[float]] = {side: [] for side in sides}
         for round_ in range(args.rounds):
-            for side in ("trl", "sparft"):
+            for side in sides:
                 clock = StepTimes()
-                if side == "sparft":
-                    curriculum = make_curriculum("sparft", frame, BanditConfig(seed=round_))
-                    trainer = build_trainer(
-                        cfg, model, frame, curriculum, PromptConfig(), callbacks=[clock]
-                    )
-                else:
+                if side == "trl":
                     policy, tokenizer, peft = load_policy(model, cfg)
                     trainer = GRPOTrainer(
                         model=policy,
@@ -138,6 +147,8 @@ def overhead(args: argparse.Namespace) -> None:
                         peft_config=peft,
                         callbacks=[clock],
                     )
+                else:
+                    trainer = method_trainer(side, cfg, model, frame, round_, clock)
                 trainer.train()
                 times[side].extend(clock.times[1:])  # the first step warms up caches
                 console.print(
@@ -147,16 +158,16 @@ def overhead(args: argparse.Namespace) -> None:
     for col in ("trainer", "steps timed", "median s/step", "mean s/step", "ratio (median)"):
         table.add_column(col, justify="right")
     ref = statistics.median(times["trl"])
-    for side, label in (
-        ("trl", "TRL GRPOTrainer (RepeatSampler)"),
-        ("sparft", "sparft curriculum"),
-    ):
+    for side in sides:
+        label = "TRL GRPOTrainer (RepeatSampler)" if side == "trl" else f"sparft: {side}"
         med = statistics.median(times[side])
         table.add_row(
             label, str(len(times[side])), f"{med:.4f}", f"{statistics.mean(times[side]):.4f}",
             f"{med / ref:.3f}",
         )  # fmt: skip
     console.print(table)
+    if args.out:
+        write_json({"model": args.model, "threads": args.threads, "seconds": times}, args.out)
 
 
 class HeldoutCheck(TrainerCallback):
@@ -224,7 +235,10 @@ def efficiency(args: argparse.Namespace) -> None:
             bandit = params.bandit.model_copy(update={"seed": seed})
             if strategy == "sparft-lp":
                 bandit = bandit.model_copy(update={"reward": "learning-progress"})
-            curriculum = make_curriculum(strategy.split("-")[0], frame, bandit, seed=seed)
+            name = strategy.split("-")[0]
+            cfg = cfg.model_copy(update={"curriculum": name})
+            settings = params.model_copy(update={"train": cfg, "bandit": bandit})
+            curriculum = make_curriculum(name, frame, settings)
             check = HeldoutCheck(heldout, params.prompt, args.every, args.eval_tokens)
             started = time.perf_counter()
             trainer = build_trainer(cfg, model, frame, curriculum, params.prompt, callbacks=[check])
@@ -295,7 +309,12 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--steps", type=int, default=20)
     a.add_argument("--rounds", type=int, default=3)
     a.add_argument("--prompts", type=int, default=4)
-    a.add_argument("--generations", type=int, default=4)
+    a.add_argument("--generations", type=int, default=8)
+    a.add_argument(
+        "--methods", nargs="+", default=["uniform", "sparft", "cures", "dump", "knapsack"],
+        help="curricula to time against TRL (knapsack: uniform with the knapsack allocator)",
+    )  # fmt: skip
+    a.add_argument("--out", type=Path, help="also write the step times as JSON")
     a.add_argument("--max-completion-length", type=int, default=16)
     a.add_argument("--threads", type=int, default=1)
     b = sub.add_parser("efficiency")

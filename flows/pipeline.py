@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 from prefect import flow, get_run_logger, task
@@ -338,7 +339,10 @@ def headline(summary: Mapping[str, Any], most: int = 6) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """A table cell: numpy scalars as Python numbers, floats rounded, NaN as empty."""
+    """A table cell: numpy scalars as Python numbers, floats rounded, NaN as empty, lists (a
+    step's prompt ids and group sizes) as one space-separated string."""
+    if isinstance(value, list | tuple | np.ndarray):
+        return " ".join(str(_jsonable(v)) for v in value)
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float):

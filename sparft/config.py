@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sparft.arithmetic import ArithmeticConfig
 from sparft.bandit import BanditConfig
 from sparft.cluster import ClusterConfig
+from sparft.curricula.allocation import AllocationConfig
+from sparft.curricula.cures import CuresConfig
+from sparft.curricula.dump import DumpConfig
 from sparft.data import DataConfig
 from sparft.embed import EmbedConfig
 from sparft.evaluation import EvaluateConfig
@@ -40,6 +43,9 @@ class Params(BaseModel):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     bandit: BanditConfig = Field(default_factory=BanditConfig)
+    cures: CuresConfig = Field(default_factory=CuresConfig)
+    dump: DumpConfig = Field(default_factory=DumpConfig)
+    allocation: AllocationConfig = Field(default_factory=AllocationConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)

@@ -145,6 +145,7 @@ def log_policy(params: Params, summary: dict[str, Any], folder: str = "data/trai
     pipe = pipeline("text-generation", model=resolve_model(folder))
     tags = {
         "strategy": params.train.curriculum,
+        "allocation": str(summary.get("allocation", params.train.allocation)),
         "training_questions": str(summary.get("training_questions")),
         "steps": str(params.train.max_steps),
         "lora": str(lora).lower(),
@@ -170,9 +171,11 @@ def log_policy(params: Params, summary: dict[str, Any], folder: str = "data/trai
 
 def _strategy(params: Mapping[str, str]) -> str:
     curriculum = params.get("train.curriculum", "?")
+    allocation = params.get("train.allocation", "auto")
+    name = curriculum if allocation == "auto" else f"{curriculum} + {allocation}"
     if curriculum != "sparft":
-        return curriculum
-    return f"sparft ({params.get('bandit.algorithm', '?')}, {params.get('bandit.reward', '?')})"
+        return name
+    return f"{name} ({params.get('bandit.algorithm', '?')}, {params.get('bandit.reward', '?')})"
 
 
 def pipeline_runs(cfg: TrackingConfig, experiment: str | None = None) -> pd.DataFrame:

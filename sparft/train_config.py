@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sparft.curriculum import Strategy
+from sparft.curricula import CURRICULA
+from sparft.curricula.allocation import Allocation
 
 LORA_AUTO_THRESHOLD = 300_000_000
 
@@ -16,14 +17,26 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    curriculum: Strategy = Field("sparft", description="sparft (bandit over clusters) | uniform")
+    curriculum: str = Field(
+        "sparft", description="sparft (bandit over clusters) | uniform | cures | dump"
+    )
+    allocation: Allocation = Field(
+        "auto",
+        description="Rollouts per prompt: auto (the curriculum's own: variance for cures, fixed "
+        "otherwise) | fixed (num_generations each) | knapsack (Knapsack RL) | variance (CurES).",
+    )
     data: Literal["subset", "full"] = Field(
         "subset", description="subset: the select stage's output; full: every loaded question."
     )
     model: str | None = Field(None, description="Policy to train; null uses generation.model.")
     max_steps: int = Field(20, ge=1, description="Optimizer steps (one generation batch each).")
-    prompts_per_step: int = Field(2, ge=1, description="Distinct prompts per step.")
-    num_generations: int = Field(4, ge=2, description="Rollouts per prompt (GRPO group size).")
+    prompts_per_step: int = Field(2, ge=1, description="Prompts (groups) per step.")
+    num_generations: int = Field(
+        4,
+        ge=2,
+        description="GRPO group size; the step's rollout budget is prompts_per_step x this, "
+        "split between the prompts by the allocation.",
+    )
     max_completion_length: int = Field(48, ge=1)
     temperature: float = Field(0.7, gt=0.0, le=5.0)
     learning_rate: float = Field(1e-5, gt=0.0)
@@ -51,6 +64,17 @@ class TrainConfig(BaseModel):
         default_factory=dict,
         description="Extra GRPOConfig fields (e.g. loss_type, scale_rewards), passed through.",
     )
+
+    @field_validator("curriculum")
+    @classmethod
+    def _known_curriculum(cls, value: str) -> str:
+        if value not in CURRICULA:
+            raise ValueError(f"unknown curriculum {value!r} (allowed: {', '.join(CURRICULA)})")
+        return value
+
+    @property
+    def rollouts_per_step(self) -> int:
+        return self.prompts_per_step * self.num_generations
 
     @field_validator("lora", mode="before")
     @classmethod

@@ -1,16 +1,23 @@
-"""GRPO training where a curriculum picks every generation batch: TRL's GRPOTrainer, extended
+"""GRPO training where a curriculum plans every generation batch: TRL's GRPOTrainer, extended
 only where it must be.
 
 TRL's own sampler is fed by a prefetching dataloader, so a sampler-based curriculum would pick
-one step behind the rewards it learns from. ``CurriculumGRPOTrainer`` instead swaps the batch in
-``_generate_and_score_completions`` (zero lag) and reads the gathered rewards in
-``_calculate_rewards``. Every process computes the same global pick from the same seed and the
-same gathered rewards, then takes its own slice, so DDP ranks never disagree.
+one step behind the rewards it learns from, and TRL assumes every prompt has
+``num_generations`` rollouts (``rewards.view(-1, num_generations)``). ``CurriculumGRPOTrainer``
+instead asks the curriculum for the step's plan in ``_generate_and_score_completions`` (zero
+lag): each planned prompt repeated by its own rollout count, the step's rows split evenly over
+the processes. TRL then generates and scores as usual, with its group size set to 1 for the
+call so that nothing reshapes by a fixed size, and the advantages are recomputed here within
+each prompt's own group from the rewards TRL gathered over all processes
+(``group_advantages``, the same formulas as TRL's). The loss is TRL's, untouched: its
+normalisation counts completion tokens and rows, not groups. Every process computes the same
+plan from the same seed and the same gathered rewards, then takes its own slice, so DDP ranks
+never disagree.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import math
 import os
 import shutil
@@ -19,22 +26,83 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import nanstd
 
-from sparft.curriculum import Curriculum
-from sparft.io import write_json
+from sparft.curricula import Curriculum, Group
+from sparft.curricula.base import STATE_JSON, load_state, save_state
 from sparft.prompts import PromptConfig, build_messages
 from sparft.rewards import correctness_reward, format_reward
 from sparft.train_config import TrainConfig
 
-CURRICULUM_STATE = "curriculum_state.json"
+CURRICULUM_STATE = STATE_JSON
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
+def group_advantages(
+    rewards_per_func: torch.Tensor,
+    sizes: Sequence[int],
+    weights: torch.Tensor,
+    scale_rewards: str = "group",
+    aggregation: str = "sum_then_normalize",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO advantages for consecutive groups of the given sizes, and whether each row's group
+    (or batch, under ``scale_rewards="batch"``) had zero reward spread.
+
+    TRL's formulas with the group taken from ``sizes`` instead of a fixed ``num_generations``:
+    rewards are the weighted sum over reward functions (NaN where every function returned
+    None, left out of means and spreads); ``sum_then_normalize`` subtracts the group mean and
+    divides by the group's (Bessel) standard deviation + 1e-4 (``scale_rewards="batch"``: the
+    batch's; ``"none"``: no division); ``normalize_then_sum`` normalises each function within
+    the group, sums, then normalises over the batch. A group of one rollout has advantage 0.
+    """
+    bounds = np.cumsum([0, *sizes])
+    if bounds[-1] != rewards_per_func.shape[0]:
+        raise ValueError(f"groups of {list(sizes)} rollouts but {rewards_per_func.shape[0]} rows")
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+    weights = weights.to(rewards_per_func.device)
+    spans = list(itertools.pairwise(bounds))
+
+    def per_group(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        parts = [fn(x[a:b]).expand(b - a, *x.shape[1:]) for a, b in spans]
+        return torch.cat(parts)
+
+    def group_std(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] < 2:
+            return torch.zeros_like(x[0])
+        return nanstd(x, dim=0)
+
+    if aggregation == "sum_then_normalize":
+        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        mean = per_group(rewards, lambda x: torch.nanmean(x))
+        if scale_rewards in ("group", "none"):
+            std = per_group(rewards, group_std)
+        elif scale_rewards == "batch":
+            std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else rewards * 0
+        else:
+            raise ValueError(f"unknown scale_rewards {scale_rewards!r}")
+        advantages = rewards - mean
+        if scale_rewards != "none":
+            advantages = advantages / (std + 1e-4)
+    elif aggregation == "normalize_then_sum":
+        mean_k = per_group(rewards_per_func, lambda x: torch.nanmean(x, dim=0))
+        std_k = per_group(rewards_per_func, group_std)
+        rewards = (((rewards_per_func - mean_k) / (std_k + 1e-4)) * weights.unsqueeze(0)).nansum(1)
+        rewards[unscorable] = torch.nan
+        std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else rewards * 0
+        advantages = (rewards - torch.nanmean(rewards)) / (std + 1e-4)
+    else:
+        raise ValueError(f"unknown multi_objective_aggregation {aggregation!r}")
+    zero_std = torch.isclose(std, torch.zeros_like(std))
+    return torch.nan_to_num(advantages, nan=0.0), zero_std
+
+
 class CurriculumGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose generation batches come from a ``Curriculum``."""
+    """GRPOTrainer whose generation batches, group sizes included, come from a ``Curriculum``."""
 
     def __init__(
         self, *args: Any, curriculum: Curriculum, solve_reward: str, **kwargs: Any
@@ -55,31 +123,61 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         started = perf_counter()
-        group = self.num_generations
-        n_prompts = self.args.generation_batch_size // group
-        ids = self.curriculum.next_batch(n_prompts)
-        rows = [self._rows[i] for i in ids for _ in range(group)]
+        budget = self.args.generation_batch_size
+        plan = self.curriculum.plan(budget // self.num_generations, budget)
+        rows = [self._rows[a.prompt_id] for a in plan for _ in range(a.rollouts)]
         start = self.accelerator.process_index * len(inputs)
         local = [dict(r) for r in rows[start : start + len(inputs)]]
         self._gathered = None
-        output = super()._generate_and_score_completions(local)
-        if self._gathered is None:
+        group = self.num_generations
+        self.num_generations = 1  # nothing in TRL may reshape rewards by a fixed group size
+        try:
+            output = super()._generate_and_score_completions(local)
+        finally:
+            self.num_generations = group
+        gathered = self._gathered
+        if gathered is None:
             raise RuntimeError("GRPOTrainer did not compute rewards through _calculate_rewards")
-        solved = torch.nan_to_num(self._gathered[:, self._solve_index], nan=0.0)
-        record = self.curriculum.observe(ids, solved.view(n_prompts, group).cpu().numpy())
+        sizes = [a.rollouts for a in plan]
+        advantages, zero_std = group_advantages(
+            gathered,
+            sizes,
+            self.reward_weights,
+            self.scale_rewards,
+            self.multi_objective_aggregation,
+        )
+        output["advantages"] = advantages[start : start + len(inputs)]
+        metrics = self._metrics["train"]
+        metrics["frac_reward_zero_std"][-1] = zero_std.float().mean().item()
+        self._logs["advantages"].clear()
+        self._logs["advantages"].extend(advantages.tolist())
+        record = self.curriculum.observe(self._groups(plan, gathered, advantages))
         elapsed = perf_counter() - started
         self._generation_seconds += elapsed
-        metrics = self._metrics["train"]
-        metrics["curriculum/arm"].append(float(record["arm"]))
-        metrics["curriculum/solve_rate"].append(record["solve_rate"])
-        metrics["curriculum/effective_prompt_ratio"].append(record["effective_prompt_ratio"])
-        metrics["curriculum/unique_seen"].append(float(record["unique_seen"]))
+        for key in ("solve_rate", "effective_prompt_ratio", "unique_seen", "rollouts_total"):
+            metrics[f"curriculum/{key}"].append(float(record[key]))
+        if "arm" in record:
+            metrics["curriculum/arm"].append(float(record["arm"]))
+        metrics["curriculum/max_group"].append(float(record["max_group"]))
+        for key, value in self.curriculum.metrics().items():
+            metrics[f"curriculum/{key}"].append(value)
         metrics["time/generation_s"].append(elapsed)
-        arm_metrics = getattr(self.curriculum, "arm_metrics", None)
-        if arm_metrics is not None:
-            for key, value in arm_metrics().items():
-                metrics[f"curriculum/{key}"].append(value)
         return output
+
+    def _groups(self, plan: Sequence[Any], gathered: torch.Tensor, advantages: torch.Tensor):  # type: ignore[no-untyped-def]
+        """One ``Group`` per planned prompt from the gathered rewards and the advantages."""
+        weights = self.reward_weights.to(gathered.device).unsqueeze(0)
+        total = (gathered * weights).nansum(dim=1)
+        total[torch.isnan(gathered).all(dim=1)] = torch.nan
+        solved = torch.nan_to_num(gathered[:, self._solve_index], nan=0.0)
+        total, solved = total.cpu().numpy(), solved.cpu().numpy()
+        adv = advantages.detach().cpu().numpy()
+        groups, at = [], 0
+        for a in plan:
+            span = slice(at, at + a.rollouts)
+            groups.append(Group(a.prompt_id, total[span], solved[span], adv[span]))
+            at += a.rollouts
+        return groups
 
     def training_step(self, model, inputs, num_items_in_batch):  # type: ignore[no-untyped-def]
         before = self._generation_seconds
@@ -94,14 +192,13 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         folder = Path(self._get_output_dir(trial=trial))
         folder = folder / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
         if self.args.should_save:
-            write_json(self.curriculum.state_dict(), folder / CURRICULUM_STATE)
+            save_state(self.curriculum.state_dict(), folder)
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):  # type: ignore[no-untyped-def]
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
-            state = json.loads((Path(checkpoint) / CURRICULUM_STATE).read_text())
-            self.curriculum.load_state_dict(state)
+            self.curriculum.load_state_dict(load_state(checkpoint))
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
@@ -144,7 +241,7 @@ def world_size() -> int:
 
 def grpo_args(cfg: TrainConfig, report_to: Sequence[str] = ()) -> GRPOConfig:
     """TRL's GRPOConfig for ``cfg``: one generation batch per optimizer step, logged every step."""
-    rollouts = cfg.prompts_per_step * cfg.num_generations
+    rollouts = cfg.rollouts_per_step
     procs = world_size()
     if rollouts % procs:
         raise ValueError(

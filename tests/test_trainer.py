@@ -12,10 +12,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from trl.trainer.utils import nanstd
 
 from sparft.train_config import TrainConfig
-from sparft.trainer import grpo_args, latest_checkpoint
+from sparft.trainer import group_advantages, grpo_args, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tests" / "scripts" / "tiny_grpo.py"
@@ -44,8 +46,12 @@ def _history(work: Path, rank: int = 0) -> dict:
     return json.loads((work / f"history-rank{rank}.json").read_text())
 
 
-def _choices(record: dict) -> list[tuple[int, float]]:
-    return [(r["arm"], r["solve_rate"]) for r in record["history"]]
+def _choices(record: dict) -> list[tuple[Any, ...]]:
+    """Per step: the arm (if any), prompts, group sizes and observed solve rate."""
+    return [
+        (r.get("arm"), tuple(r["prompt_ids"]), tuple(r["group_sizes"]), r["solve_rate"])
+        for r in record["history"]
+    ]
 
 
 def test_grpo_args_map_one_generation_batch_to_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,6 +63,53 @@ def test_grpo_args_map_one_generation_batch_to_one_step(monkeypatch: pytest.Monk
     monkeypatch.setenv("WORLD_SIZE", "5")
     with pytest.raises(ValueError, match="12 rollouts per step cannot be split over 5"):
         grpo_args(cfg)
+
+
+def _trl_advantages(rewards_per_func: torch.Tensor, g: int, weights: torch.Tensor, scale: str,
+                    aggregation: str) -> torch.Tensor:  # fmt: skip
+    """TRL 1.16's own formulas for groups of a fixed size ``g`` (grpo_trainer.py)."""
+    if aggregation == "sum_then_normalize":
+        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        mean = torch.nanmean(rewards.view(-1, g), dim=1).repeat_interleave(g, dim=0)
+        if scale == "batch":
+            std = nanstd(rewards).expand_as(rewards)
+        else:
+            std = nanstd(rewards.view(-1, g), dim=1).repeat_interleave(g, dim=0)
+        adv = rewards - mean
+        return adv if scale == "none" else adv / (std + 1e-4)
+    grouped = rewards_per_func.view(-1, g, rewards_per_func.shape[1])
+    mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
+    std_k = nanstd(grouped, dim=1, keepdim=True)
+    reward_k = ((grouped - mean_k) / (std_k + 1e-4)).view(-1, rewards_per_func.shape[1])
+    rewards = (reward_k * weights.unsqueeze(0)).nansum(dim=1)
+    return (rewards - torch.nanmean(rewards)) / (nanstd(rewards) + 1e-4)
+
+
+@pytest.mark.parametrize(
+    ("scale", "aggregation"),
+    [("group", "sum_then_normalize"), ("batch", "sum_then_normalize"),
+     ("none", "sum_then_normalize"), ("group", "normalize_then_sum")],
+)  # fmt: skip
+def test_group_advantages_equal_trl_for_equal_groups(scale: str, aggregation: str) -> None:
+    torch.manual_seed(0)
+    rewards = (torch.rand(24, 2) > 0.5).float() * torch.tensor([1.0, 0.5])
+    weights = torch.tensor([1.0, 0.3])
+    ours, _ = group_advantages(rewards, [4] * 6, weights, scale, aggregation)
+    trl = _trl_advantages(rewards, 4, weights, scale, aggregation)
+    assert torch.allclose(ours, torch.nan_to_num(trl, nan=0.0), atol=1e-6)
+
+
+def test_group_advantages_of_unequal_groups_by_hand() -> None:
+    rewards = torch.tensor([[1.0], [0.0], [0.0], [1.0], [1.0], [1.0], [float("nan")], [0.0]])
+    adv, zero_std = group_advantages(rewards, [3, 1, 2, 2], torch.tensor([1.0]))
+    std = (((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 2) ** 0.5  # Bessel, within the first group
+    first = [(2 / 3) / (std + 1e-4), (-1 / 3) / (std + 1e-4), (-1 / 3) / (std + 1e-4)]
+    # one rollout: no baseline to compare with; equal rewards: 0; an unscorable row: 0 and
+    # left out of its group's mean, so the other row of that group has advantage 0 too.
+    assert adv.tolist() == pytest.approx([*first, 0.0, 0.0, 0.0, 0.0, 0.0], abs=1e-6)
+    assert zero_std.tolist()[:6] == [False, False, False, True, True, True]
+    with pytest.raises(ValueError, match="groups of"):
+        group_advantages(rewards, [3, 3], torch.tensor([1.0]))
 
 
 def test_extra_grpo_fields_pass_through() -> None:
@@ -82,39 +135,56 @@ def test_latest_checkpoint_ignores_incomplete(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkilled_run_resumes_with_the_same_choices(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    """Killed after step 5 (last checkpoint: step 4) and resumed, the run makes the same arm
-    choices and observes the same solve rates as one never interrupted; the solve signal depends
-    on the sampled text, so this needs weights, optimiser, RNG and curriculum all restored."""
+@pytest.mark.parametrize(("curriculum", "allocation"), [("sparft", "auto"), ("cures", "auto")])
+def test_sigkilled_run_resumes_with_the_same_choices(
+    tiny_lm_dir: Path, tmp_path: Path, curriculum: str, allocation: str
+) -> None:
+    """Killed after step 5 (last checkpoint: step 4) and resumed, the run plans the same prompts
+    and group sizes and observes the same solve rates as one never interrupted; the solve signal
+    depends on the sampled text, so this needs weights, optimiser, RNG and curriculum (bandit,
+    posterior) all restored."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir()
     killed.mkdir()
     base = [sys.executable, str(SCRIPT), str(tiny_lm_dir)]
-    subprocess.run([*base, str(whole), "8"], env=_env(), check=True, capture_output=True)
+    method = ["--curriculum", curriculum, "--allocation", allocation]
+    if curriculum == "cures":  # a budget of 2 x 8 leaves CurES's [4, 16] rollouts room to vary
+        method += ["--generations", "8"]
+    subprocess.run([*base, str(whole), "8", *method], env=_env(), check=True, capture_output=True)
     crash = subprocess.run(
-        [*base, str(killed), "8", "--kill-at", "5"], env=_env(), capture_output=True
+        [*base, str(killed), "8", "--kill-at", "5", *method], env=_env(), capture_output=True
     )
     assert crash.returncode == -9
     assert latest_checkpoint(killed / "checkpoints").name == "checkpoint-4"
     assert not (killed / "history-rank0.json").exists()
     subprocess.run(
-        [*base, str(killed), "8", "--resume"], env=_env(), check=True, capture_output=True
+        [*base, str(killed), "8", "--resume", *method],
+        env=_env(),
+        check=True,
+        capture_output=True,
     )
     expected, resumed = _history(whole), _history(killed)
     assert resumed["global_step"] == 8
     assert len(resumed["history"]) == 8
     assert _choices(resumed) == _choices(expected)
-    assert len({arm for arm, _ in _choices(expected)}) > 1
+    if curriculum == "sparft":
+        assert len({step[0] for step in _choices(expected)}) > 1
+    else:
+        assert any(len(set(step[2])) > 1 for step in _choices(expected)), "no unequal groups"
 
 
 @pytest.mark.slow
-def test_two_processes_make_the_same_choices(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    """``accelerate launch --num_processes 2`` on the CPU (gloo): both ranks pick the same arms
-    from the gathered rewards and training completes."""
+@pytest.mark.parametrize("allocation", ["auto", "knapsack"])
+def test_two_processes_make_the_same_choices(
+    tiny_lm_dir: Path, tmp_path: Path, allocation: str
+) -> None:
+    """``accelerate launch --num_processes 2`` on the CPU (gloo): both ranks plan the same
+    prompts and group sizes from the gathered rewards (with knapsack, groups of unequal size
+    straddle the two ranks' rows) and training completes."""
     cmd = [
         str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(SCRIPT), str(tiny_lm_dir), str(tmp_path), "4",
+        str(SCRIPT), str(tiny_lm_dir), str(tmp_path), "4", "--allocation", allocation,
     ]  # fmt: skip
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -123,6 +193,8 @@ def test_two_processes_make_the_same_choices(tiny_lm_dir: Path, tmp_path: Path) 
     assert [r["global_step"] for r in ranks] == [4, 4]
     assert _choices(ranks[0]) == _choices(ranks[1])
     assert len(ranks[0]["history"]) == 4
+    if allocation == "knapsack":
+        assert any(len(set(step[2])) > 1 for step in _choices(ranks[0])), "no unequal groups"
 
 
 def _project(root: Path, model: Path, **train: object) -> Path:

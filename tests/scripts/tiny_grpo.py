@@ -1,4 +1,4 @@
-"""Train a tiny model with the sparft curriculum for the resume and multi-process tests.
+"""Train a tiny model with a curriculum for the resume and multi-process tests.
 
 The solve signal is a reward that depends on the sampled text, so identical arm choices after a
 resume require the model, optimiser, RNG and curriculum states all to be restored exactly.
@@ -20,7 +20,8 @@ from transformers import TrainerCallback
 
 from sparft.answers import completion_text
 from sparft.bandit import BanditConfig
-from sparft.curriculum import make_curriculum
+from sparft.config import Params
+from sparft.curricula import make_curriculum
 from sparft.prompts import PromptConfig
 from sparft.rewards import format_reward
 from sparft.train_config import TrainConfig
@@ -47,6 +48,9 @@ def main() -> None:
     parser.add_argument("steps", type=int)
     parser.add_argument("--kill-at", type=int)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--curriculum", default="sparft")
+    parser.add_argument("--allocation", default="auto")
+    parser.add_argument("--generations", type=int, default=4, help="train.num_generations")
     args = parser.parse_args()
     torch.set_num_threads(1)
     frame = pd.DataFrame(
@@ -55,12 +59,15 @@ def main() -> None:
             "question": [f"What is {i} + {i % 5}?" for i in range(16)],
             "answer": [str(i + i % 5) for i in range(16)],
             "cluster": [i % 4 for i in range(16)],
+            # as if probed: 8 answers each, so every allocator has estimates from the start
+            "probe_rollouts": 8,
+            "probe_correct": [i % 9 for i in range(16)],
         }
     )
     cfg = TrainConfig(
         max_steps=args.steps,
         prompts_per_step=2,
-        num_generations=4,
+        num_generations=args.generations,
         max_completion_length=12,
         save_steps=2,
         resume=args.resume,
@@ -68,8 +75,11 @@ def main() -> None:
         num_threads=1,
         beta=0.02,
         learning_rate=1e-3,
+        curriculum=args.curriculum,
+        allocation=args.allocation,
     )
-    curriculum = make_curriculum("sparft", frame, BanditConfig(seed=3), seed=cfg.seed)
+    params = Params(train=cfg, bandit=BanditConfig(seed=3))
+    curriculum = make_curriculum(cfg.curriculum, frame, params)
     callbacks = [KillAt(args.kill_at)] if args.kill_at else []
     trainer = build_trainer(
         cfg,

@@ -1,0 +1,284 @@
+"""Curricula and allocators on simulated prompts with known solve rates: what they pick, how
+they split the budget, what they learn, and that a restored state makes the same choices."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparft.bandit import BanditConfig
+from sparft.curricula import CURRICULA, Curriculum, Group, make_curriculum
+from sparft.curricula.allocation import (
+    AllocationConfig,
+    group_value,
+    knapsack_counts,
+    need,
+    proportional_counts,
+)
+from sparft.curricula.base import load_state, save_state
+from sparft.curricula.cures import CuresConfig
+from sparft.curricula.dump import DumpConfig
+from sparft.train_config import TrainConfig
+
+
+def frame(n: int = 12, clusters: int = 3, probe: list[int] | None = None) -> pd.DataFrame:
+    data = pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(n)],
+            "cluster": [i % clusters for i in range(n)],
+            "source": [f"s{i % 2}" for i in range(n)],
+        }
+    )
+    if probe is not None:
+        data["probe_rollouts"] = 4
+        data["probe_correct"] = probe
+    return data
+
+
+def params(**train: Any) -> SimpleNamespace:
+    """The sections ``make_curriculum`` reads, as ``sparft.config.Params`` holds them."""
+    return SimpleNamespace(
+        train=TrainConfig(**{"prompts_per_step": 4, "num_generations": 4, **train}),
+        bandit=BanditConfig(seed=0),
+        cures=CuresConfig(),
+        dump=DumpConfig(),
+        allocation=AllocationConfig(),
+    )
+
+
+def groups_for(plan: list[Any], rate: Any, rng: np.random.Generator) -> list[Group]:
+    """Rollouts of each planned prompt, correct with the prompt's solve rate; the reward is
+    the correctness and the advantage GRPO's group-normalised one."""
+    out = []
+    for prompt_id, n in plan:
+        correct = (rng.random(n) < rate(prompt_id)).astype(float)
+        adv = (correct - correct.mean()) / (correct.std(ddof=1) + 1e-4) if n > 1 else correct * 0
+        out.append(Group(prompt_id, correct, correct, adv))
+    return out
+
+
+def run(cur: Curriculum, steps: int, rate: Any, seed: int = 0, n: int = 4, budget: int = 16):
+    rng = np.random.default_rng(seed)
+    plans = []
+    for _ in range(steps):
+        plan = cur.plan(n, budget)
+        plans.append(plan)
+        cur.observe(groups_for(plan, rate, rng))
+    return plans
+
+
+# --- the contract ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CURRICULA))
+def test_every_method_meets_the_budget_and_records_the_common_fields(name: str) -> None:
+    cur = make_curriculum(name, frame(probe=[0, 1, 2, 3] * 3), params(num_generations=8))
+    plans = run(cur, 6, lambda i: 0.5, budget=32)
+    assert all(sum(n for _, n in plan) == 32 for plan in plans)
+    record = cur.history[-1]
+    for key in ("step", "prompts", "rollouts", "solve_rate", "effective_prompt_ratio"):
+        assert key in record
+    assert record["rollouts_total"] == 6 * 32 and record["unique_seen"] == len(cur.seen)
+    assert all(isinstance(v, float) for v in cur.metrics().values())
+
+
+def test_plan_and_observe_guard_their_order() -> None:
+    cur = make_curriculum("uniform", frame(), params())
+    plan = cur.plan(2, 8)
+    with pytest.raises(RuntimeError, match="plan called twice"):
+        cur.plan(2, 8)
+    with pytest.raises(RuntimeError, match="cannot save"):
+        cur.state_dict()
+    wrong = [Group(plan[0].prompt_id, np.zeros(3), np.zeros(3), np.zeros(3))]
+    with pytest.raises(RuntimeError, match="observe got groups"):
+        cur.observe(wrong)
+    with pytest.raises(ValueError, match="unknown curriculum 'nope'"):
+        make_curriculum("nope", frame(), params())
+    with pytest.raises(ValueError, match="needs a 'cluster' column"):
+        make_curriculum("sparft", frame().drop(columns="cluster"), params())
+
+
+def test_effective_prompt_ratio_counts_groups_with_unequal_rewards() -> None:
+    cur = make_curriculum("uniform", frame(), params())
+    plan = cur.plan(2, 8)
+    mixed = np.array([1.0, 0.0, 1.0, 1.0])
+    record = cur.observe(
+        [
+            Group(plan[0].prompt_id, mixed, mixed, mixed - mixed.mean()),
+            Group(plan[1].prompt_id, np.ones(4), np.ones(4), np.zeros(4)),
+        ]
+    )
+    assert record["effective_prompt_ratio"] == 0.5
+    assert record["solve_rate"] == pytest.approx(7 / 8)
+
+
+# --- allocators ----------------------------------------------------------------------------------
+
+
+def _brute_force(rates: np.ndarray, spare: int, floor: int, cap: int) -> float:
+    """Best summed value over every allocation of at most ``spare`` extra rollouts."""
+    items = [p for p in rates if 0 < p < 1]
+    ranges = [range(floor, min(cap, max(floor, need(p, cap))) + 1) for p in items]
+    best = 0.0
+    for combo in itertools.product(*ranges):
+        if sum(combo) - floor * len(combo) <= spare:
+            value = sum(float(group_value(p, n)) for p, n in zip(items, combo, strict=True))
+            best = max(best, value)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_knapsack_matches_brute_force_and_meets_the_budget(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 5))
+    rates = rng.choice([0.0, 1.0, 0.05, 0.2, 0.5, 0.7, 0.95], size=n)
+    floor, cap = 2, int(rng.integers(4, 9))
+    budget = int(rng.integers(n * floor, n * cap + 1))
+    counts = knapsack_counts(rates, budget, floor, cap)
+    assert counts.sum() == budget and counts.min() >= floor and counts.max() <= cap
+    caps = [min(cap, max(floor, need(p, cap))) if 0 < p < 1 else cap for p in rates]
+    dp_counts = [min(c, k) for c, k in zip(counts, caps, strict=True)]  # the DP's, no surplus
+    dp_value = sum(
+        float(group_value(p, c)) for p, c in zip(rates, dp_counts, strict=True) if 0 < p < 1
+    )
+    assert dp_value == pytest.approx(_brute_force(rates, budget - n * floor, floor, cap))
+
+
+def test_knapsack_moves_rollouts_to_informative_prompts_and_surplus_to_unsolved() -> None:
+    counts = knapsack_counts(np.array([0.5, 0.1, 0.0, 1.0]), 40, 2, 128)
+    assert counts.tolist()[3] == 2  # always solved: the floor
+    assert counts[1] > counts[0] > 2  # p = 0.1 needs more rollouts than p = 0.5 for a gradient
+    assert counts.sum() == 40 and counts[2] > 2  # what the others do not need goes to p = 0
+
+
+def test_knapsack_allocator_gives_unknown_prompts_the_default() -> None:
+    data = frame(8, probe=[2, 2, 0, 4, 2, 2, 0, 4])
+    data.loc[4:, "probe_rollouts"] = 0
+    data.loc[4:, "probe_correct"] = 0
+    cur = make_curriculum("uniform", data, params(allocation="knapsack"))
+    cur.allocator.cfg = AllocationConfig(knapsack_min_observed=4)
+    counts = cur.allocator.allocate(cur, [f"q{i}" for i in range(8)], 32)
+    assert counts.sum() == 32
+    assert counts[4:].tolist() == [4, 4, 4, 4]  # no estimate yet: num_generations each
+    assert counts[3] == 2  # probed 4/4: the floor
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_proportional_counts_respect_bounds_and_total(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 9))
+    lo, hi = int(rng.integers(1, 5)), int(rng.integers(5, 20))
+    total = int(rng.integers(n * lo, n * hi + 1))
+    counts = proportional_counts(rng.random(n), total, lo, hi)
+    assert counts.sum() == total and counts.min() >= lo and counts.max() <= hi
+
+
+def test_infeasible_budget_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"4 prompts x \[4, 16\] rollouts cannot make"):
+        make_curriculum("cures", frame(), params(num_generations=3))
+
+
+# --- CurES ---------------------------------------------------------------------------------------
+
+
+def test_cures_posterior_sampling_and_allocation_by_hand() -> None:
+    cur = make_curriculum("cures", frame(4, probe=[2, 0, 0, 2]), params(num_generations=8))
+    # Beta(correct + 1, wrong + 1) from the probe's 4 answers each: means 3/6, 1/6, 1/6, 3/6.
+    assert cur.posterior() == pytest.approx([0.5, 1 / 6, 1 / 6, 0.5])
+    sigma = np.sqrt(np.array([0.5 * 0.5, 5 / 36, 5 / 36, 0.5 * 0.5]))
+    expected = np.exp(sigma / 0.1) / np.exp(sigma / 0.1).sum()
+    assert cur.weights() == pytest.approx(expected)
+    # Budget 32 over the four by sigma: shares 9.17, 6.83, 6.83, 9.17 -> 9, 7, 7, 9.
+    counts = cur.allocator.allocate(cur, ["q0", "q1", "q2", "q3"], 32)
+    assert counts.tolist() == [9, 7, 7, 9]
+    plan = cur.plan(4, 32)
+    correct = {a.prompt_id: np.array([1.0] * 3 + [0.0] * (a.rollouts - 3)) for a in plan}
+    cur.observe([Group(a.prompt_id, correct[a.prompt_id], correct[a.prompt_id],
+                       correct[a.prompt_id]) for a in plan])  # fmt: skip
+    q1 = next(a.rollouts for a in plan if a.prompt_id == "q1")
+    assert cur.alpha[1] == 1 + 0 + 3 and cur.beta[1] == 1 + 4 + q1 - 3
+
+
+def test_cures_code_settings_freeze_the_posterior_and_flatten_sampling() -> None:
+    p = params(num_generations=8)
+    p.cures = CuresConfig(update_posterior=False, temperature_rule="code")
+    cur = make_curriculum("cures", frame(4, probe=[2, 0, 0, 4]), p)
+    assert cur.weights().max() / cur.weights().min() < 1.01
+    before = cur.posterior().copy()
+    run(cur, 2, lambda i: 1.0, n=4, budget=32)
+    assert cur.posterior() == pytest.approx(before)
+
+
+# --- DUMP ----------------------------------------------------------------------------------------
+
+
+def test_dump_moves_to_the_distribution_whose_advantages_grow() -> None:
+    p = params()
+    p.dump = DumpConfig(window=40)
+    cur = make_curriculum("dump", frame(20, clusters=2), p)
+    arm_of = cur.arm_of
+
+    def step(t: int) -> None:
+        plan = cur.plan(4, 16)
+        groups = []
+        for prompt_id, n in plan:
+            size = 0.1 if arm_of[prompt_id] == 0 else min(2.0, 0.02 * t)
+            adv = np.tile([size, -size], n // 2)
+            groups.append(Group(prompt_id, adv, (adv > 0).astype(float), adv))
+        cur.observe(groups)
+
+    picks = []
+    for t in range(150):
+        step(t)
+        picks.append(cur.history[-1]["arm"])
+    assert np.mean(np.array(picks[:20]) == 1) < 0.7
+    assert np.mean(np.array(picks[-50:]) == 1) > 0.9
+
+
+def test_dump_arms_can_be_sources() -> None:
+    p = params()
+    p.dump = DumpConfig(arms="source")
+    cur = make_curriculum("dump", frame(), p)
+    assert cur.arm_labels == ["s0", "s1"]
+
+
+# --- resume --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "allocation"),
+    [("uniform", "knapsack"), ("sparft", "auto"), ("cures", "auto"), ("dump", "variance")],
+)
+def test_restored_state_makes_the_same_choices(name: str, allocation: str, tmp_path: Path) -> None:
+    data = frame(16, 4, probe=[0, 1, 2, 3] * 4)
+    settings = params(num_generations=8, allocation=allocation)
+
+    def rate(prompt_id: str) -> float:
+        return (int(prompt_id[1:]) % 5) / 4
+
+    whole = make_curriculum(name, data, settings)
+    expected = run(whole, 10, rate, budget=32)
+    first = make_curriculum(name, data, settings)
+    head = run(first, 4, rate, budget=32)
+    save_state(first.state_dict(), tmp_path)
+    resumed = make_curriculum(name, data, settings)
+    resumed.load_state_dict(load_state(tmp_path))
+    # The simulated rollouts continue from the same random stream as the uninterrupted run.
+    rng = np.random.default_rng(0)
+    for plan in head:
+        groups_for(plan, rate, rng)
+    tail = []
+    for _ in range(6):
+        plan = resumed.plan(4, 32)
+        tail.append(plan)
+        resumed.observe(groups_for(plan, rate, rng))
+    assert head + tail == expected
+    assert resumed.history == whole.history
+    if allocation != "auto" or name == "cures":
+        assert any(len({n for _, n in plan}) > 1 for plan in expected), "no unequal groups"

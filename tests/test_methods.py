@@ -1,0 +1,98 @@
+"""One real training run per method on the offline default: SmolLM2-135M-Instruct on generated
+arithmetic, through the pipeline's own stages (load, embed, reduce, probe, cluster, select) and
+then ``sparft stage train`` once per curriculum and allocation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+BUDGET = 12  # 2 prompts x 6 rollouts per step
+
+
+def _env(cache: Path) -> dict[str, str]:
+    env = {**os.environ, "SPARFT_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _stage(root: Path, cache: Path, name: str, *overrides: str) -> None:
+    sets = [a for o in overrides for a in ("--set", o)]
+    done = subprocess.run(
+        [str(BIN / "sparft"), "stage", name, *sets],
+        cwd=root,
+        env=_env(cache),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, (name, done.stdout[-2000:], done.stderr[-3000:])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, sparft_cache: Path):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("methods")
+    params = {
+        "arithmetic": {"per_grade": 4, "grades": [1, 2, 3, 4]},
+        "generation": {"model": "smollm2-135m", "num_threads": 2},
+        "probe": {"k": 4, "max_new_tokens": 32},
+        "cluster": {"k": 4},
+        "select": {"budget": 12},
+        "allocation": {"knapsack_min_observed": 4},
+        "tracking": {"log_model": False},
+        "train": {
+            "max_steps": 3,
+            "prompts_per_step": 2,
+            "num_generations": BUDGET // 2,
+            "max_completion_length": 32,
+            "save_steps": 100,
+            "num_threads": 2,
+        },
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("load", "embed", "reduce", "probe", "cluster", "select"):
+        _stage(root, sparft_cache, stage)
+    return root, sparft_cache
+
+
+@pytest.mark.parametrize(
+    ("curriculum", "allocation"),
+    [
+        ("uniform", "auto"),
+        ("sparft", "auto"),
+        ("cures", "auto"),
+        ("dump", "auto"),
+        ("uniform", "knapsack"),
+    ],
+)
+def test_method_trains_smollm2_on_arithmetic(
+    project: tuple[Path, Path], curriculum: str, allocation: str
+) -> None:
+    root, cache = project
+    _stage(root, cache, "train", f"train.curriculum={curriculum}", f"train.allocation={allocation}")
+    history = pd.read_parquet(root / "data/train/history.parquet")
+    metrics = json.loads((root / "data/train/metrics.json").read_text())
+    assert list(history["step"]) == [0, 1, 2]
+    assert (history["rollouts"] == BUDGET).all()
+    assert history["rollouts_total"].iloc[-1] == 3 * BUDGET
+    sizes = [list(s) for s in history["group_sizes"]]
+    assert all(sum(s) == BUDGET for s in sizes)
+    if curriculum == "cures":
+        assert metrics["allocation"] == "variance"
+        assert all(4 <= n <= 16 for s in sizes for n in s)
+    if allocation == "knapsack":
+        assert metrics["allocation"] == "knapsack" and all(n >= 2 for s in sizes for n in s)
+    if curriculum in ("sparft", "dump"):
+        assert sum(metrics["arm_picks"].values()) == 3
+    assert metrics["curriculum"] == curriculum and metrics["steps"] == 3
+    assert 0.0 <= metrics["effective_prompt_ratio"] <= 1.0
+    assert (root / "data/train/model/config.json").exists()
