@@ -114,7 +114,12 @@ def test_compare_grid_and_inputs() -> None:
     specs = load_specs(ROOT / "dvc.yaml", Params().model_dump(mode="json"))
     inputs = variant_inputs([specs["train"], specs["evaluate"]])
     # what train and evaluate read but do not write; the model they pass on is not copied
-    assert inputs == ["data/train.parquet", "data/clusters.parquet", "data/subset.parquet"]
+    assert inputs == [
+        "data/train.parquet",
+        "data/clusters.parquet",
+        "data/subset.parquet",
+        "data/probe.parquet",
+    ]
     rows = metrics_table(
         [{"label": "a", "mlflow_run_id": "r", "metrics": {"trained": {"b": {"pass@1": 0.25}}}}]
     )
