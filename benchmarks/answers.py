@@ -8,10 +8,11 @@ Layers, each asked for a verdict on every (gold, prediction) case:
   extraction configs, as a user would call it.
 
 It prints agreement with the table's verdicts (overall, on equivalent and on different pairs,
-per kind), the time per check (median, 99th percentile, maximum), and the time ``is_correct``
-takes on hostile inputs (towers of exponents, huge completions, thousands of boxes), each of
-which must stay within its time limit (5 s) plus the worker grace. Results go to
-``benchmarks/results/answers.json``.
+per kind), the agreement of ``is_correct`` with each of sparft's own rules switched off in
+turn (which rules measurably help), the time per check (median, 99th percentile, maximum),
+and the time ``is_correct`` takes on hostile inputs (towers of exponents, huge completions,
+thousands of boxes), each of which must stay within its time limit (5 s) plus the worker
+grace. Results go to ``benchmarks/results/answers.json``.
 
     python benchmarks/answers.py                          # the committed table
     python benchmarks/answers.py --cases other.jsonl      # rows with gold, pred, expected
@@ -20,6 +21,7 @@ which must stay within its time limit (5 s) plus the worker grace. Results go to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import threading
@@ -33,6 +35,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from sparft import answers
 from sparft.answers import answers_match, is_correct
 from sparft.io import write_json
 
@@ -88,6 +91,52 @@ LAYERS: dict[str, Callable[[str, str], bool]] = {
     "match alone": answers_match,
     "math-verify alone": _math_verify_alone,
 }
+
+
+def _none(*args: object) -> None:
+    return None
+
+
+# sparft's own rules, each replaced by "finds nothing" in turn: (module attribute, stand-in).
+ABLATIONS: dict[str, tuple[str, Callable[..., Any]]] = {
+    "joined boxes": ("_joins_boxes", lambda gap: False),
+    "answer-only completions": ("_bare_answer", _none),
+    "answer phrases": ("_answer_phrase", _none),
+    "math-verify extraction": ("_mv_extract", _none),
+    "last number": ("_last_number", _none),
+    "gold answer extraction": ("_gold_answer", lambda gold, timeout_s: gold),
+    "text answers as words": ("_words", _none),
+    "equation sides": ("_equation_sides", lambda pred, gold: (pred, gold)),
+    "relative check of numbers": ("_same_number", lambda gold, pred: True),
+}
+
+
+@contextlib.contextmanager
+def _without(attribute: str, stand_in: Callable[..., Any]) -> Any:
+    original = getattr(answers, attribute)
+    calls = answers._WORKER_CALLS
+    setattr(answers, attribute, stand_in)
+    if attribute == "_mv_extract":
+        calls["extract"] = stand_in
+    try:
+        yield
+    finally:
+        setattr(answers, attribute, original)
+        calls["extract"] = answers._mv_extract
+
+
+def run_ablations(cases: list[dict[str, Any]]) -> dict[str, float]:
+    """Agreement of ``is_correct`` with each of sparft's own rules switched off (main thread)."""
+
+    def agreement() -> float:
+        ok = [is_correct(str(c["prediction"]), str(c["gold"])) is c["equivalent"] for c in cases]
+        return round(sum(ok) / len(ok), 4)
+
+    out = {"all rules": agreement()}
+    for name, (attribute, stand_in) in ABLATIONS.items():
+        with _without(attribute, stand_in):
+            out[f"without {name}"] = agreement()
+    return out
 
 
 def hostile_inputs() -> list[tuple[str, str, str]]:
@@ -171,6 +220,13 @@ def print_report(report: dict[str, Any]) -> None:
         lay = layers[name]
         timing.add_row(name, str(lay["ms_median"]), str(lay["ms_p99"]), str(lay["ms_max"]))
     console.print(timing)
+    ablation = Table(title="is_correct with one of sparft's rules switched off")
+    for column in ("rules", "agreement", "change"):
+        ablation.add_column(column, justify="left" if column == "rules" else "right")
+    full = report["ablations"]["all rules"]
+    for name, value in report["ablations"].items():
+        ablation.add_row(name, f"{value:.3f}", f"{value - full:+.3f}")
+    console.print(ablation)
     hostile = Table(title=f"hostile inputs through is_correct (limit {TIMEOUT_S:g} s)")
     for column in ("input", "where", "verdict", "seconds"):
         hostile.add_column(column)
@@ -189,6 +245,7 @@ def main() -> None:
     cases_file = args.cases.relative_to(ROOT) if args.cases.is_relative_to(ROOT) else args.cases
     report: dict[str, Any] = {"cases_file": str(cases_file), "n_cases": len(cases)}
     report["layers"] = run_layers(cases)
+    report["ablations"] = run_ablations(cases)
     report["hostile"] = [] if args.no_hostile else run_hostile()
     print_report(report)
     worst = max((row["s"] for row in report["hostile"]), default=0.0)

@@ -129,12 +129,14 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         start = self.accelerator.process_index * len(inputs)
         local = [dict(r) for r in rows[start : start + len(inputs)]]
         self._gathered = None
+        own_seconds = perf_counter() - started
         group = self.num_generations
         self.num_generations = 1  # nothing in TRL may reshape rewards by a fixed group size
         try:
             output = super()._generate_and_score_completions(local)
         finally:
             self.num_generations = group
+        scored = perf_counter()
         gathered = self._gathered
         if gathered is None:
             raise RuntimeError("GRPOTrainer did not compute rewards through _calculate_rewards")
@@ -162,6 +164,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         for key, value in self.curriculum.metrics().items():
             metrics[f"curriculum/{key}"].append(value)
         metrics["time/generation_s"].append(elapsed)
+        metrics["time/curriculum_s"].append(own_seconds + perf_counter() - scored)
         return output
 
     def _groups(self, plan: Sequence[Any], gathered: torch.Tensor, advantages: torch.Tensor):  # type: ignore[no-untyped-def]

@@ -112,6 +112,55 @@ def test_group_advantages_of_unequal_groups_by_hand() -> None:
         group_advantages(rewards, [3, 3], torch.tensor([1.0]))
 
 
+def test_unequal_groups_through_trl_generation_and_loss(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """One step on the tiny model with knapsack's unequal groups: the rows are the plan's, the
+    advantages sum to zero within every group, and TRL's loss (dapo: tokens over the whole
+    batch, ratio 1 on the first pass, beta 0) is the token-weighted mean of -advantage."""
+    from sparft.answers import completion_text
+    from sparft.config import Params
+    from sparft.curricula import make_curriculum
+    from sparft.curricula.allocation import AllocationConfig
+    from sparft.prompts import PromptConfig
+    from sparft.rewards import format_reward
+    from sparft.trainer import build_trainer
+
+    def length_reward(completions: list[Any], **kwargs: Any) -> list[float]:
+        return [float(len(completion_text(c)) % 3 == 0) for c in completions]
+
+    frame = pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(6)],
+            "question": [f"What is {i} + 1?" for i in range(6)],
+            "answer": [str(i + 1) for i in range(6)],
+            "probe_rollouts": 8,
+            "probe_correct": [0, 4, 8, 0, 4, 8],  # p = 0, 0.5, 1: rollouts 6, 4, 2
+        }
+    )
+    cfg = TrainConfig(
+        curriculum="uniform", allocation="knapsack", prompts_per_step=6, num_generations=4,
+        max_completion_length=6, beta=0.0, num_threads=1, checkpoint_dir=str(tmp_path / "c"),
+    )  # fmt: skip
+    settings = Params(train=cfg, allocation=AllocationConfig(knapsack_min_observed=1))
+    curriculum = make_curriculum("uniform", frame, settings)
+    trainer = build_trainer(
+        cfg, str(tiny_lm_dir), frame, curriculum, PromptConfig(),
+        reward_funcs=[length_reward, format_reward],
+    )  # fmt: skip
+    trainer.model.train()
+    out = trainer._generate_and_score_completions([{}] * 24)
+    record = curriculum.history[-1]
+    sizes = record["group_sizes"]
+    assert sorted(sizes) == [2, 2, 4, 4, 6, 6]
+    adv, mask = out["advantages"], out["completion_mask"].float()
+    assert adv.shape == (24,) and out["num_items_in_batch"] == mask.sum()
+    for part in torch.split(adv, sizes):
+        assert abs(float(part.sum())) < 1e-4
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop in a real run
+    loss = trainer.compute_loss(trainer.model, out)
+    expected = -(adv.unsqueeze(1) * mask).sum() / mask.sum()
+    assert torch.allclose(loss, expected, atol=1e-5)
+
+
 def test_extra_grpo_fields_pass_through() -> None:
     args = grpo_args(TrainConfig(grpo={"loss_type": "grpo", "scale_rewards": "none"}))
     assert args.loss_type == "grpo" and args.scale_rewards == "none"
@@ -248,6 +297,9 @@ def test_train_stage_writes_model_history_plots_and_mlflow_steps(
     history = pd.read_parquet(root / "data/train/history.parquet")
     assert list(history["step"]) == [0, 1, 2, 3]
     assert set(history["cluster"]) <= {0, 1, 2}
+    assert (history["rollouts"] == 4).all() and list(history["rollouts_total"]) == [4, 8, 12, 16]
+    assert [list(s) for s in history["group_sizes"]] == [[2, 2]] * 4
+    assert all(len(ids) == 2 for ids in history["prompt_ids"])
     metrics = json.loads((root / "data/train/metrics.json").read_text())
     assert metrics["steps"] == 4 and sum(metrics["arm_picks"].values()) == 4
     for plot in ("train_arms.png", "train_curves.png"):
@@ -267,6 +319,7 @@ def test_train_stage_writes_model_history_plots_and_mlflow_steps(
     assert [m.value for m in arms] == list(history["arm"].astype(float))
     logged = ("reward", "reward_std", "kl", "completions/mean_length", "time/generation_s")
     logged += ("time/update_s", "curriculum/effective_prompt_ratio", "curriculum/arm0/pulls")
+    logged += ("curriculum/rollouts_total", "curriculum/unique_seen", "time/curriculum_s")
     for key in logged:
         assert len(client.get_metric_history(run.info.run_id, key)) == 4, key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "train")}
