@@ -450,7 +450,8 @@ def link_mlflow(flow_run: FlowRun | None, mlrun: Any, root: Path) -> None:
 
 @flow(
     name="sparft-pipeline",
-    description="load -> embed -> reduce -> probe -> cluster -> select -> train -> evaluate, "
+    description="load -> embed -> reduce -> probe -> cluster -> select -> dots_predictor -> train "
+    "-> evaluate, "
     "cached on dvc.yaml's deps and params, dvc.lock committed after each stage.",
 )
 def pipeline(

@@ -13,6 +13,7 @@ from sparft.bandit import BanditConfig
 from sparft.cluster import ClusterConfig
 from sparft.curricula.allocation import AllocationConfig
 from sparft.curricula.cures import CuresConfig
+from sparft.curricula.dots import DotsConfig
 from sparft.curricula.dump import DumpConfig
 from sparft.data import DataConfig
 from sparft.embed import EmbedConfig
@@ -45,6 +46,7 @@ class Params(BaseModel):
     bandit: BanditConfig = Field(default_factory=BanditConfig)
     cures: CuresConfig = Field(default_factory=CuresConfig)
     dump: DumpConfig = Field(default_factory=DumpConfig)
+    dots: DotsConfig = Field(default_factory=DotsConfig)
     allocation: AllocationConfig = Field(default_factory=AllocationConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -230,6 +230,21 @@ def plot_solve_rate_histogram(
     return save_figure(fig, path)
 
 
+def plot_predicted_rates(
+    measured: np.ndarray, predicted: np.ndarray, path: str | Path, title: str = ""
+) -> Path:
+    """Predicted against measured solve rates, one point per question, with the diagonal."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="#9e9e9e", linewidth=1, zorder=0)
+    jitter = np.random.default_rng(0).uniform(-0.01, 0.01, len(measured))
+    ax.scatter(np.asarray(measured) + jitter, predicted, s=_marker_size(len(measured)), alpha=0.6)
+    ax.set(xlim=(-0.05, 1.05), ylim=(-0.05, 1.05), xlabel="measured solve rate")
+    ax.set_ylabel("predicted solve rate")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def plot_arm_choices(
     steps: np.ndarray, arms: np.ndarray, solve_rates: np.ndarray, n_arms: int, path: str | Path
 ) -> Path:

@@ -146,6 +146,7 @@ def log_policy(params: Params, summary: dict[str, Any], folder: str = "data/trai
     tags = {
         "strategy": params.train.curriculum,
         "allocation": str(summary.get("allocation", params.train.allocation)),
+        "replay": str(params.train.replay.enabled).lower(),
         "training_questions": str(summary.get("training_questions")),
         "steps": str(params.train.max_steps),
         "lora": str(lora).lower(),
@@ -173,6 +174,8 @@ def _strategy(params: Mapping[str, str]) -> str:
     curriculum = params.get("train.curriculum", "?")
     allocation = params.get("train.allocation", "auto")
     name = curriculum if allocation == "auto" else f"{curriculum} + {allocation}"
+    if str(params.get("train.replay.enabled", "False")).lower() == "true":
+        name += " + replay"
     if curriculum != "sparft":
         return name
     return f"{name} ({params.get('bandit.algorithm', '?')}, {params.get('bandit.reward', '?')})"

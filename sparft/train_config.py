@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sparft.curricula import CURRICULA
 from sparft.curricula.allocation import Allocation
+from sparft.replay import ReplayConfig
 
 LORA_AUTO_THRESHOLD = 300_000_000
 
@@ -43,6 +44,9 @@ class TrainConfig(BaseModel):
     beta: float = Field(0.02, ge=0.0, description="KL coefficient; 0 skips the reference model.")
     format_weight: float = Field(
         0.0, ge=0.0, description="Weight of the \\boxed{} format reward beside correctness (1)."
+    )
+    replay: ReplayConfig = Field(
+        default_factory=ReplayConfig, description="Rollout replay (DOTS+RR); any curriculum."
     )
     lora: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: LoRA for models over 300M parameters, full fine-tuning below."

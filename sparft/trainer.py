@@ -29,12 +29,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.utils import gather_object
 from trl import GRPOConfig, GRPOTrainer
+from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import nanstd
 
 from sparft.curricula import Curriculum, Group
 from sparft.curricula.base import STATE_JSON, load_state, save_state
 from sparft.prompts import PromptConfig, build_messages
+from sparft.replay import ReplayBuffer, ReplayConfig, StoredGroup
 from sparft.rewards import correctness_reward, format_reward
 from sparft.train_config import TrainConfig
 
@@ -101,11 +104,28 @@ def group_advantages(
     return torch.nan_to_num(advantages, nan=0.0), zero_std
 
 
+def _pad(rows: Sequence[torch.Tensor], value: float, side: str, width: int) -> torch.Tensor:
+    """Rows of unequal length as one (rows, width) tensor, padded on ``side``."""
+    out = torch.full((len(rows), width), value, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        if side == "left":
+            out[i, width - len(row) :] = row
+        else:
+            out[i, : len(row)] = row
+    return out
+
+
 class CurriculumGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose generation batches, group sizes included, come from a ``Curriculum``."""
+    """GRPOTrainer whose generation batches, group sizes included, come from a ``Curriculum``,
+    optionally mixed with replayed groups (``sparft.replay``)."""
 
     def __init__(
-        self, *args: Any, curriculum: Curriculum, solve_reward: str, **kwargs: Any
+        self,
+        *args: Any,
+        curriculum: Curriculum,
+        solve_reward: str,
+        replay: ReplayConfig | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.curriculum = curriculum
@@ -113,6 +133,16 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self._solve_index = self.reward_func_names.index(solve_reward)
         self._gathered: torch.Tensor | None = None
         self._generation_seconds = 0.0
+        self._rollout_seconds = 0.0
+        self.replay = replay if replay is not None and replay.enabled else None
+        self.buffer = ReplayBuffer(self.replay.capacity) if self.replay else None
+        self._replay_rng = np.random.default_rng(self.args.seed)
+        corrected = self.use_vllm and self.vllm_importance_sampling_correction
+        if self.replay and (self.tools or corrected):
+            raise NotImplementedError(
+                "train.replay with tools or vLLM importance-sampling correction: not done"
+            )
+        curriculum.bind_rollout(self._reference_rollout)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -123,13 +153,19 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         started = perf_counter()
+        self._rollout_seconds = 0.0
         budget = self.args.generation_batch_size
-        plan = self.curriculum.plan(budget // self.num_generations, budget)
+        procs = self.accelerator.num_processes
+        replayed = self._draw_replay(budget, procs)
+        fresh = budget - sum(len(rows) for _, rows in replayed)
+        n_prompts = max(1, min(fresh, round(budget // self.num_generations * fresh / budget)))
+        plan = self.curriculum.plan(n_prompts, fresh)
         rows = [self._rows[a.prompt_id] for a in plan for _ in range(a.rollouts)]
-        start = self.accelerator.process_index * len(inputs)
-        local = [dict(r) for r in rows[start : start + len(inputs)]]
+        per_rank = fresh // procs
+        start = self.accelerator.process_index * per_rank
+        local = [dict(r) for r in rows[start : start + per_rank]]
         self._gathered = None
-        own_seconds = perf_counter() - started
+        own_seconds = perf_counter() - started - self._rollout_seconds
         group = self.num_generations
         self.num_generations = 1  # nothing in TRL may reshape rewards by a fixed group size
         try:
@@ -148,12 +184,15 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             self.scale_rewards,
             self.multi_objective_aggregation,
         )
-        output["advantages"] = advantages[start : start + len(inputs)]
+        output["advantages"] = advantages[start : start + per_rank]
         metrics = self._metrics["train"]
         metrics["frac_reward_zero_std"][-1] = zero_std.float().mean().item()
         self._logs["advantages"].clear()
         self._logs["advantages"].extend(advantages.tolist())
-        record = self.curriculum.observe(self._groups(plan, gathered, advantages))
+        extra: dict[str, Any] = {}
+        if self.buffer is not None:
+            output, extra = self._with_replay(output, plan, gathered, replayed, start)
+        record = self.curriculum.observe(self._groups(plan, gathered, advantages), extra)
         elapsed = perf_counter() - started
         self._generation_seconds += elapsed
         for key in ("solve_rate", "effective_prompt_ratio", "unique_seen", "rollouts_total"):
@@ -161,19 +200,18 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         if "arm" in record:
             metrics["curriculum/arm"].append(float(record["arm"]))
         metrics["curriculum/max_group"].append(float(record["max_group"]))
+        for key, value in extra.items():
+            metrics[key].append(float(value))
         for key, value in self.curriculum.metrics().items():
             metrics[f"curriculum/{key}"].append(value)
         metrics["time/generation_s"].append(elapsed)
+        metrics["time/reference_rollouts_s"].append(self._rollout_seconds)
         metrics["time/curriculum_s"].append(own_seconds + perf_counter() - scored)
         return output
 
     def _groups(self, plan: Sequence[Any], gathered: torch.Tensor, advantages: torch.Tensor):  # type: ignore[no-untyped-def]
         """One ``Group`` per planned prompt from the gathered rewards and the advantages."""
-        weights = self.reward_weights.to(gathered.device).unsqueeze(0)
-        total = (gathered * weights).nansum(dim=1)
-        total[torch.isnan(gathered).all(dim=1)] = torch.nan
-        solved = torch.nan_to_num(gathered[:, self._solve_index], nan=0.0)
-        total, solved = total.cpu().numpy(), solved.cpu().numpy()
+        total, solved = self._totals(gathered)
         adv = advantages.detach().cpu().numpy()
         groups, at = [], 0
         for a in plan:
@@ -181,6 +219,225 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             groups.append(Group(a.prompt_id, total[span], solved[span], adv[span]))
             at += a.rollouts
         return groups
+
+    def _totals(self, rewards_per_func: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted total reward (NaN where unscorable) and correctness of every row."""
+        weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
+        total = (rewards_per_func * weights).nansum(dim=1)
+        total[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        solved = torch.nan_to_num(rewards_per_func[:, self._solve_index], nan=0.0)
+        return total.cpu().numpy(), solved.cpu().numpy()
+
+    # --- reference rollouts (DOTS) ------------------------------------------------------------
+
+    def _reference_rollout(self, ids: list[str], n: int, temperature: float) -> list[np.ndarray]:
+        """Each prompt's ``n`` correctness values under the current policy, sampled at
+        ``temperature``; the rows are shared out over the processes and gathered back."""
+        began = perf_counter()
+        func = self.reward_funcs[self._solve_index]
+        if isinstance(func, torch.nn.Module):
+            raise NotImplementedError("reference rollouts with a reward model: not done")
+        rows = [self._rows[i] for i in ids for _ in range(n)]
+        procs, rank = self.accelerator.num_processes, self.accelerator.process_index
+        share = math.ceil(len(rows) / procs)
+        mine = rows[rank * share : (rank + 1) * share]
+        texts = self._sample([r["prompt"] for r in mine], temperature)
+        columns = {k: [r[k] for r in mine] for k in (mine[0] if mine else {}) if k != "prompt"}
+        completions = [[{"role": "assistant", "content": t}] for t in texts]
+        values = func(
+            prompts=[r["prompt"] for r in mine],
+            completions=completions,
+            completion_ids=None,
+            trainer_state=self.state,
+            **columns,
+        ) if mine else []  # fmt: skip
+        local = [0.0 if v is None else float(v) for v in values]
+        flat = gather_object(local) if procs > 1 else local
+        self._rollout_seconds += perf_counter() - began
+        return [np.asarray(flat[i * n : (i + 1) * n], dtype=float) for i in range(len(ids))]
+
+    def _sample(self, prompts: list[Any], temperature: float) -> list[str]:
+        tokenizer = self.processing_class
+        texts: list[str] = []
+        chunk = self.args.per_device_train_batch_size
+        with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
+            was_training = model.training
+            model.eval()
+            try:
+                for at in range(0, len(prompts), chunk):
+                    enc = tokenizer.apply_chat_template(
+                        prompts[at : at + chunk], add_generation_prompt=True, tokenize=True,
+                        padding=True, return_tensors="pt", return_dict=True,
+                    ).to(self.accelerator.device)  # fmt: skip
+                    with torch.no_grad():
+                        out = model.generate(
+                            **enc, do_sample=True, temperature=temperature, top_p=1.0,
+                            max_new_tokens=self.max_completion_length,
+                            pad_token_id=tokenizer.pad_token_id,
+                        )  # fmt: skip
+                    new = out[:, enc["input_ids"].shape[1] :]
+                    texts += tokenizer.batch_decode(new, skip_special_tokens=True)
+            finally:
+                model.train(was_training)
+        return texts
+
+    # --- rollout replay -----------------------------------------------------------------------
+
+    def _draw_replay(self, budget: int, procs: int) -> list[tuple[StoredGroup, np.ndarray]]:
+        """Groups to replay this step and the rows of each: at most the budget's non-fresh
+        share, the total trimmed to a multiple of the process count."""
+        if self.buffer is None or not len(self.buffer) or self.replay is None:
+            return []
+        allowance = budget - math.ceil(self.replay.sigma * budget)
+        groups = self.buffer.sample(allowance, self._replay_rng)
+        picked = [(g, np.arange(len(g))) for g in groups]
+        excess = sum(len(g) for g in groups) % procs
+        while excess and picked:
+            group, rows = picked[-1]
+            cut = min(excess, len(rows))
+            picked[-1] = (group, rows[: len(rows) - cut])
+            excess -= cut
+            if not len(picked[-1][1]):
+                picked.pop()
+        return picked
+
+    def _logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask):  # type: ignore[no-untyped-def]
+        """Per-token log-probabilities of the completions under the current policy."""
+        with torch.no_grad():
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.model,
+                torch.cat([prompt_ids, completion_ids], dim=1),
+                torch.cat([prompt_mask, completion_mask], dim=1),
+                completion_ids.size(1),
+                batch_size=self.args.per_device_train_batch_size,
+            )
+        return logps
+
+    def _stored_groups(self, output: dict[str, Any], plan: Sequence[Any], gathered: torch.Tensor):  # type: ignore[no-untyped-def]
+        """This step's fresh groups as the buffer keeps them, from every process's rows."""
+        behaviour = output.get("old_per_token_logps")
+        if behaviour is None:
+            behaviour = self._logps(
+                output["prompt_ids"], output["prompt_mask"],
+                output["completion_ids"], output["completion_mask"],
+            )  # fmt: skip
+        ref = output.get("ref_per_token_logps")
+        local = []
+        for i in range(output["completion_ids"].size(0)):
+            pm, cm = output["prompt_mask"][i].bool(), output["completion_mask"][i].bool()
+            local.append(
+                (
+                    output["prompt_ids"][i][pm].cpu().numpy(),
+                    output["completion_ids"][i][cm].cpu().numpy(),
+                    behaviour[i][cm].float().cpu().numpy(),
+                    None if ref is None else ref[i][cm].float().cpu().numpy(),
+                )
+            )
+        rows = gather_object(local) if self.accelerator.num_processes > 1 else local
+        rewards = gathered.detach().cpu().numpy()
+        total, solved = self._totals(gathered)
+        groups, at = [], 0
+        for a in plan:
+            span = range(at, at + a.rollouts)
+            groups.append(
+                StoredGroup(
+                    prompt_id=a.prompt_id,
+                    step=self.curriculum.step,
+                    prompt_ids=[rows[j][0] for j in span],
+                    completion_ids=[rows[j][1] for j in span],
+                    rewards=rewards[at : at + a.rollouts],
+                    total=total[at : at + a.rollouts],
+                    correct=solved[at : at + a.rollouts],
+                    behaviour_logps=[rows[j][2] for j in span],
+                    ref_logps=None if ref is None else [rows[j][3] for j in span],
+                )
+            )
+            at += a.rollouts
+        return groups
+
+    def _with_replay(self, output, plan, gathered, replayed, start):  # type: ignore[no-untyped-def]
+        """The fresh batch with this process's share of the replayed rows appended; advantages
+        become per-token ``A * pi_old / mu`` (1 for fresh rows). The step's fresh groups then
+        enter the buffer (after the draw, so a group is never replayed in its own step)."""
+        unsupported = {"pixel_values", "tool_mask", "importance_sampling_ratio"} & set(output)
+        if unsupported:
+            raise NotImplementedError(f"train.replay with {sorted(unsupported)}: not done")
+        stored = self._stored_groups(output, plan, gathered)
+        procs, rank = self.accelerator.num_processes, self.accelerator.process_index
+        flat = [(g, int(r)) for g, rows in replayed for r in rows]
+        share = len(flat) // procs
+        mine = flat[rank * share : (rank + 1) * share]
+        extra = {
+            "replay/rows": float(len(flat)),
+            "replay/groups": float(len(replayed)),
+            "replay/buffer_groups": float(len(self.buffer)),
+        }
+        if not mine:
+            self.buffer.add(stored)
+            return output, extra
+        sizes = [len(g) for g, _ in replayed]
+        rewards = torch.tensor(
+            np.concatenate([g.rewards for g, _ in replayed]), dtype=torch.float32
+        )
+        adv_all, _ = group_advantages(
+            rewards, sizes, self.reward_weights, self.scale_rewards,
+            self.multi_objective_aggregation,
+        )  # fmt: skip
+        offsets = dict(zip([id(g) for g, _ in replayed], np.cumsum([0, *sizes[:-1]]), strict=True))
+        adv = torch.stack([adv_all[offsets[id(g)] + r] for g, r in mine])
+        device = output["completion_ids"].device
+        pad = self._tokenizer.pad_token_id
+        tensors = {
+            "p": [torch.as_tensor(g.prompt_ids[r]) for g, r in mine],
+            "c": [torch.as_tensor(g.completion_ids[r]) for g, r in mine],
+            "mu": [torch.as_tensor(g.behaviour_logps[r]) for g, r in mine],
+        }
+        width_p = max(output["prompt_ids"].size(1), *(len(t) for t in tensors["p"]))
+        width_c = max(output["completion_ids"].size(1), *(len(t) for t in tensors["c"]))
+
+        def widen(t: torch.Tensor, value: float, side: str, width: int) -> torch.Tensor:
+            return _pad(list(t.cpu()), value, side, width).to(device)
+
+        prompt_ids = torch.cat([widen(output["prompt_ids"], pad, "left", width_p),
+                                _pad(tensors["p"], pad, "left", width_p).to(device)])  # fmt: skip
+        prompt_mask = torch.cat([widen(output["prompt_mask"], 0, "left", width_p),
+                                 _pad([torch.ones_like(t) for t in tensors["p"]], 0, "left",
+                                      width_p).to(device)])  # fmt: skip
+        replay_c = _pad(tensors["c"], pad, "right", width_c).to(device)
+        replay_cm = _pad([torch.ones_like(t) for t in tensors["c"]], 0, "right", width_c).to(device)
+        replay_pm = prompt_mask[-len(mine) :]
+        pi_old = self._logps(prompt_ids[-len(mine) :], replay_pm, replay_c, replay_cm)
+        mu = _pad([t.float() for t in tensors["mu"]], 0.0, "right", width_c).to(device)
+        weight = torch.exp(pi_old - mu) * replay_cm
+        n_fresh = output["completion_ids"].size(0)
+        fresh_adv = output["advantages"].unsqueeze(1).expand(n_fresh, width_c)
+        merged = {
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "completion_ids": torch.cat(
+                [widen(output["completion_ids"], pad, "right", width_c), replay_c]
+            ),
+            "completion_mask": torch.cat(
+                [widen(output["completion_mask"], 0, "right", width_c), replay_cm]
+            ),
+            "advantages": torch.cat([fresh_adv, adv.to(device).unsqueeze(1) * weight]),
+        }
+        mask = merged["completion_mask"]
+        merged["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        if "old_per_token_logps" in output:
+            merged["old_per_token_logps"] = torch.cat(
+                [widen(output["old_per_token_logps"], 0.0, "right", width_c), pi_old]
+            )
+        if "ref_per_token_logps" in output:
+            ref = _pad([torch.as_tensor(g.ref_logps[r]).float() for g, r in mine], 0.0, "right",
+                       width_c).to(device)  # fmt: skip
+            merged["ref_per_token_logps"] = torch.cat(
+                [widen(output["ref_per_token_logps"], 0.0, "right", width_c), ref]
+            )
+        live = weight[replay_cm.bool()]
+        extra["replay/mean_weight"] = float(live.mean()) if live.numel() else 1.0
+        self.buffer.add(stored)
+        return merged, extra
 
     def training_step(self, model, inputs, num_items_in_batch):  # type: ignore[no-untyped-def]
         before = self._generation_seconds
@@ -195,13 +452,22 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         folder = Path(self._get_output_dir(trial=trial))
         folder = folder / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
         if self.args.should_save:
-            save_state(self.curriculum.state_dict(), folder)
+            state = {
+                "curriculum": self.curriculum.state_dict(),
+                "replay": self.buffer.state_dict() if self.buffer is not None else None,
+                "replay_rng": self._replay_rng.bit_generator.state,
+            }
+            save_state(state, folder)
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):  # type: ignore[no-untyped-def]
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
-            self.curriculum.load_state_dict(load_state(checkpoint))
+            state = load_state(checkpoint)
+            self.curriculum.load_state_dict(state["curriculum"])
+            if self.buffer is not None and state.get("replay") is not None:
+                self.buffer.load_state_dict(state["replay"])
+            self._replay_rng.bit_generator.state = state["replay_rng"]
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
@@ -333,6 +599,7 @@ def build_trainer(
         callbacks=list(callbacks),
         curriculum=curriculum,
         solve_reward=funcs[0].__name__,
+        replay=cfg.replay,
     )
 
 

@@ -4,6 +4,8 @@ they split the budget, what they learn, and that a restored state makes the same
 from __future__ import annotations
 
 import itertools
+import tempfile
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,8 +25,27 @@ from sparft.curricula.allocation import (
 )
 from sparft.curricula.base import load_state, save_state
 from sparft.curricula.cures import CuresConfig
+from sparft.curricula.dots import DotsConfig
+from sparft.curricula.dots.predictor import TrainSettings, save_predictor, train_predictor
 from sparft.curricula.dump import DumpConfig
 from sparft.train_config import TrainConfig
+
+DIM = 8
+PREDICTOR = Path(tempfile.mkdtemp(prefix="sparft-test-dots-")) / "predictor.pt"
+
+
+def _embedding(i: int) -> np.ndarray:
+    return np.random.default_rng(i).normal(size=DIM).astype(np.float32)
+
+
+def _predictor() -> str:
+    """A small DOTS predictor on random embeddings (trained once per test session)."""
+    if not PREDICTOR.exists():
+        x = np.stack([_embedding(i) for i in range(64)])
+        rates = 1 / (1 + np.exp(-2 * x[:, 0]))
+        model, _ = train_predictor(x, rates, np.zeros(64), TrainSettings(hidden=16, epochs=3))
+        save_predictor(model, PREDICTOR)
+    return str(PREDICTOR)
 
 
 def frame(n: int = 12, clusters: int = 3, probe: list[int] | None = None) -> pd.DataFrame:
@@ -33,6 +54,7 @@ def frame(n: int = 12, clusters: int = 3, probe: list[int] | None = None) -> pd.
             "id": [f"q{i}" for i in range(n)],
             "cluster": [i % clusters for i in range(n)],
             "source": [f"s{i % 2}" for i in range(n)],
+            "embedding": [_embedding(i) for i in range(n)],
         }
     )
     if probe is not None:
@@ -48,6 +70,7 @@ def params(**train: Any) -> SimpleNamespace:
         bandit=BanditConfig(seed=0),
         cures=CuresConfig(),
         dump=DumpConfig(),
+        dots=DotsConfig(predictor=_predictor(), reference_questions=6, reference_rollouts=4),
         allocation=AllocationConfig(),
     )
 
@@ -63,8 +86,21 @@ def groups_for(plan: list[Any], rate: Any, rng: np.random.Generator) -> list[Gro
     return out
 
 
+def simulated_rollout(rate: Any) -> Any:
+    """What the trainer's reference rollouts (DOTS) do, simulated: deterministic in the ids
+    asked for, so a restored curriculum sees the same outcomes."""
+
+    def rollout(ids: list[str], k: int, temperature: float) -> list[np.ndarray]:
+        rng = np.random.default_rng(zlib.crc32(",".join(ids).encode()))
+        return [(rng.random(k) < rate(i)).astype(float) for i in ids]
+
+    return rollout
+
+
 def run(cur: Curriculum, steps: int, rate: Any, seed: int = 0, n: int = 4, budget: int = 16):
     rng = np.random.default_rng(seed)
+    if cur.rollout is None:
+        cur.bind_rollout(simulated_rollout(rate))
     plans = []
     for _ in range(steps):
         plan = cur.plan(n, budget)
@@ -84,7 +120,8 @@ def test_every_method_meets_the_budget_and_records_the_common_fields(name: str) 
     record = cur.history[-1]
     for key in ("step", "prompts", "rollouts", "solve_rate", "effective_prompt_ratio"):
         assert key in record
-    assert record["rollouts_total"] == 6 * 32 and record["unique_seen"] == len(cur.seen)
+    extra = sum(r.get("extra_rollouts", 0) for r in cur.history)  # DOTS's reference rollouts
+    assert record["rollouts_total"] == 6 * 32 + extra and record["unique_seen"] == len(cur.seen)
     assert all(isinstance(v, float) for v in cur.metrics().values())
 
 
@@ -253,7 +290,13 @@ def test_dump_arms_can_be_sources() -> None:
 
 @pytest.mark.parametrize(
     ("name", "allocation"),
-    [("uniform", "knapsack"), ("sparft", "auto"), ("cures", "auto"), ("dump", "variance")],
+    [
+        ("uniform", "knapsack"),
+        ("sparft", "auto"),
+        ("cures", "auto"),
+        ("dump", "variance"),
+        ("dots", "auto"),
+    ],
 )
 def test_restored_state_makes_the_same_choices(name: str, allocation: str, tmp_path: Path) -> None:
     data = frame(16, 4, probe=[0, 1, 2, 3] * 4)
@@ -268,6 +311,7 @@ def test_restored_state_makes_the_same_choices(name: str, allocation: str, tmp_p
     head = run(first, 4, rate, budget=32)
     save_state(first.state_dict(), tmp_path)
     resumed = make_curriculum(name, data, settings)
+    resumed.bind_rollout(simulated_rollout(rate))
     resumed.load_state_dict(load_state(tmp_path))
     # The simulated rollouts continue from the same random stream as the uninterrupted run.
     rng = np.random.default_rng(0)
@@ -279,6 +323,10 @@ def test_restored_state_makes_the_same_choices(name: str, allocation: str, tmp_p
         tail.append(plan)
         resumed.observe(groups_for(plan, rate, rng))
     assert head + tail == expected
-    assert resumed.history == whole.history
+
+    def untimed(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in history]
+
+    assert untimed(resumed.history) == untimed(whole.history)
     if allocation != "auto" or name == "cures":
         assert any(len({n for _, n in plan}) > 1 for plan in expected), "no unequal groups"

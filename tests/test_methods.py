@@ -48,6 +48,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, sparft_
         "cluster": {"k": 4},
         "select": {"budget": 12},
         "allocation": {"knapsack_min_observed": 4},
+        "dots": {"reference_questions": 4, "reference_rollouts": 4, "hidden": 32},
         "tracking": {"log_model": False},
         "train": {
             "max_steps": 3,
@@ -59,33 +60,42 @@ def project(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, sparft_
         },
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    for stage in ("load", "embed", "reduce", "probe", "cluster", "select"):
+    for stage in ("load", "embed", "reduce", "probe", "cluster", "select", "dots_predictor"):
         _stage(root, sparft_cache, stage)
     return root, sparft_cache
 
 
 @pytest.mark.parametrize(
-    ("curriculum", "allocation"),
+    ("curriculum", "allocation", "replay"),
     [
-        ("uniform", "auto"),
-        ("sparft", "auto"),
-        ("cures", "auto"),
-        ("dump", "auto"),
-        ("uniform", "knapsack"),
+        ("uniform", "auto", False),
+        ("sparft", "auto", False),
+        ("cures", "auto", False),
+        ("dump", "auto", False),
+        ("uniform", "knapsack", False),
+        ("dots", "auto", True),  # DOTS+RR
     ],
 )
 def test_method_trains_smollm2_on_arithmetic(
-    project: tuple[Path, Path], curriculum: str, allocation: str
+    project: tuple[Path, Path], curriculum: str, allocation: str, replay: bool
 ) -> None:
     root, cache = project
-    _stage(root, cache, "train", f"train.curriculum={curriculum}", f"train.allocation={allocation}")
+    _stage(
+        root, cache, "train", f"train.curriculum={curriculum}",
+        f"train.allocation={allocation}", f"train.replay.enabled={str(replay).lower()}",
+    )  # fmt: skip
     history = pd.read_parquet(root / "data/train/history.parquet")
     metrics = json.loads((root / "data/train/metrics.json").read_text())
     assert list(history["step"]) == [0, 1, 2]
-    assert (history["rollouts"] == BUDGET).all()
-    assert history["rollouts_total"].iloc[-1] == 3 * BUDGET
+    replayed = history["replay/rows"].fillna(0) if "replay/rows" in history else 0 * history["step"]
+    assert (history["rollouts"] + replayed == BUDGET).all()
+    references = history["extra_rollouts"].fillna(0).sum() if "extra_rollouts" in history else 0
+    assert history["rollouts_total"].iloc[-1] == history["rollouts"].sum() + references
     sizes = [list(s) for s in history["group_sizes"]]
-    assert all(sum(s) == BUDGET for s in sizes)
+    assert all(sum(s) == n for s, n in zip(sizes, history["rollouts"], strict=True))
+    if curriculum == "dots":
+        assert references == 2 * 4 * 4  # reference rollouts at steps 0 and 2 (mu = 2)
+        assert replayed.sum() > 0 or history["effective_prompt_ratio"].iloc[0] == 0
     if curriculum == "cures":
         assert metrics["allocation"] == "variance"
         assert all(4 <= n <= 16 for s in sizes for n in s)

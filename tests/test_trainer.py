@@ -184,14 +184,17 @@ def test_latest_checkpoint_ignores_incomplete(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("curriculum", "allocation"), [("sparft", "auto"), ("cures", "auto")])
+@pytest.mark.parametrize(
+    ("curriculum", "allocation", "replay"),
+    [("sparft", "auto", False), ("cures", "auto", False), ("dots", "auto", True)],
+)
 def test_sigkilled_run_resumes_with_the_same_choices(
-    tiny_lm_dir: Path, tmp_path: Path, curriculum: str, allocation: str
+    tiny_lm_dir: Path, tmp_path: Path, curriculum: str, allocation: str, replay: bool
 ) -> None:
     """Killed after step 5 (last checkpoint: step 4) and resumed, the run plans the same prompts
     and group sizes and observes the same solve rates as one never interrupted; the solve signal
     depends on the sampled text, so this needs weights, optimiser, RNG and curriculum (bandit,
-    posterior) all restored."""
+    posterior, DOTS's predictions, the replay buffer) all restored."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir()
     killed.mkdir()
@@ -199,6 +202,8 @@ def test_sigkilled_run_resumes_with_the_same_choices(
     method = ["--curriculum", curriculum, "--allocation", allocation]
     if curriculum == "cures":  # a budget of 2 x 8 leaves CurES's [4, 16] rollouts room to vary
         method += ["--generations", "8"]
+    if replay:
+        method += ["--replay"]
     subprocess.run([*base, str(whole), "8", *method], env=_env(), check=True, capture_output=True)
     crash = subprocess.run(
         [*base, str(killed), "8", "--kill-at", "5", *method], env=_env(), capture_output=True
@@ -218,22 +223,31 @@ def test_sigkilled_run_resumes_with_the_same_choices(
     assert _choices(resumed) == _choices(expected)
     if curriculum == "sparft":
         assert len({step[0] for step in _choices(expected)}) > 1
-    else:
+    elif curriculum == "cures":
         assert any(len(set(step[2])) > 1 for step in _choices(expected)), "no unequal groups"
+    else:
+        assert [r["replay/rows"] for r in resumed["history"]] == [
+            r["replay/rows"] for r in expected["history"]
+        ]
+        assert sum(r["replay/rows"] for r in expected["history"]) > 0, "nothing replayed"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("allocation", ["auto", "knapsack"])
+@pytest.mark.parametrize(
+    ("allocation", "replay"), [("auto", False), ("knapsack", False), ("auto", True)]
+)
 def test_two_processes_make_the_same_choices(
-    tiny_lm_dir: Path, tmp_path: Path, allocation: str
+    tiny_lm_dir: Path, tmp_path: Path, allocation: str, replay: bool
 ) -> None:
     """``accelerate launch --num_processes 2`` on the CPU (gloo): both ranks plan the same
     prompts and group sizes from the gathered rewards (with knapsack, groups of unequal size
-    straddle the two ranks' rows) and training completes."""
+    straddle the two ranks' rows; with replay, both hold the same buffer and take their own
+    share of the replayed rows) and training completes."""
     cmd = [
         str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(SCRIPT), str(tiny_lm_dir), str(tmp_path), "4", "--allocation", allocation,
+        *(["--replay"] if replay else []),
     ]  # fmt: skip
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -244,6 +258,9 @@ def test_two_processes_make_the_same_choices(
     assert len(ranks[0]["history"]) == 4
     if allocation == "knapsack":
         assert any(len(set(step[2])) > 1 for step in _choices(ranks[0])), "no unequal groups"
+    if replay:
+        replayed = [r["replay/rows"] for r in ranks[0]["history"]]
+        assert replayed == [r["replay/rows"] for r in ranks[1]["history"]] and sum(replayed) > 0
 
 
 def _project(root: Path, model: Path, **train: object) -> Path:

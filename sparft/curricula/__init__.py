@@ -14,6 +14,7 @@ import pandas as pd
 from sparft.curricula.allocation import Allocator, check_budget
 from sparft.curricula.base import Assignment, Curriculum, Group
 from sparft.curricula.cures import CuresCurriculum
+from sparft.curricula.dots import DotsCurriculum
 from sparft.curricula.dump import DumpCurriculum
 from sparft.curricula.sparft import SparftCurriculum
 from sparft.curricula.uniform import UniformCurriculum
@@ -24,6 +25,7 @@ CURRICULA: dict[str, tuple[type[Curriculum], str | None]] = {
     "sparft": (SparftCurriculum, "bandit"),
     "cures": (CuresCurriculum, "cures"),
     "dump": (DumpCurriculum, "dump"),
+    "dots": (DotsCurriculum, "dots"),
 }
 
 __all__ = ["CURRICULA", "Assignment", "Curriculum", "Group", "make_curriculum", "needs_column"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -41,6 +41,10 @@ STATE_ARRAYS = "curriculum_arrays.npz"
 # and how many were right, a curriculum's evidence before training starts.
 PROBE_ROLLOUTS = "probe_rollouts"
 PROBE_CORRECT = "probe_correct"
+
+
+# rollout(prompt_ids, n, temperature) -> per prompt, n correctness values
+Rollout = Callable[[list[str], int, float], list[np.ndarray]]
 
 
 class Assignment(NamedTuple):
@@ -138,6 +142,7 @@ class Curriculum(ABC):
         self.rng = np.random.default_rng(seed)
         self.stats = PromptStats(self.frame)
         self.allocator: Any = None  # set by make_curriculum (sparft.curricula)
+        self.rollout: Rollout | None = None  # set by the trainer (bind_rollout)
         self.step = 0
         self.rollouts_total = 0
         self.seen: set[str] = set()
@@ -173,6 +178,12 @@ class Curriculum(ABC):
         index = np.array([self.index[i] for i in ids], dtype=np.int64)
         return self.stats.last_rate[index], self.stats.rollouts[index]
 
+    def bind_rollout(self, rollout: Rollout) -> None:
+        """Give the curriculum a way to roll questions out under the current policy (DOTS's
+        reference questions): ``rollout(prompt_ids, n, temperature)`` returns each prompt's n
+        correctness values. Such rollouts count in the step's record (``extra_rollouts``)."""
+        self.rollout = rollout
+
     def posterior(self, index: np.ndarray | int | None = None) -> np.ndarray:
         """Posterior mean solve rate of prompts by position (all when ``index`` is None)."""
         return self.stats.posterior_mean(slice(None) if index is None else index)
@@ -193,8 +204,11 @@ class Curriculum(ABC):
         self._record = record
         return list(self._pending)
 
-    def observe(self, groups: Sequence[Group]) -> dict[str, Any]:
-        """The scored groups of the last plan, in its order; returns the step's record."""
+    def observe(
+        self, groups: Sequence[Group], extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The scored groups of the last plan, in its order; returns the step's record, with
+        ``extra`` (what the trainer adds: replayed rows, say) merged in."""
         if self._pending is None:
             raise RuntimeError("observe called without a plan")
         planned = [(a.prompt_id, a.rollouts) for a in self._pending]
@@ -205,7 +219,7 @@ class Curriculum(ABC):
             self.stats.update(self.index[group.prompt_id], np.asarray(group.correct, dtype=float))
         rollouts = sum(len(g.rewards) for g in groups)
         correct = np.concatenate([np.asarray(g.correct, dtype=float) for g in groups])
-        self.rollouts_total += rollouts
+        self.rollouts_total += rollouts + int(self._record.get("extra_rollouts", 0))
         self.seen.update(g.prompt_id for g in groups)
         sizes = [len(g.rewards) for g in groups]
         record = {
@@ -221,6 +235,7 @@ class Curriculum(ABC):
             "effective_prompt_ratio": float(np.mean([g.informative for g in groups])),
         }
         record.update(self._learn(groups))
+        record.update(extra or {})
         record["unique_seen"] = len(self.seen)
         record["rollouts_total"] = self.rollouts_total
         self.history.append(record)

@@ -10,7 +10,17 @@ from types import ModuleType
 from typing import Any
 
 from sparft.config import Params
-from sparft.stages import cluster, embed, evaluate, load, probe, reduce, selection, train
+from sparft.stages import (
+    cluster,
+    dots_predictor,
+    embed,
+    evaluate,
+    load,
+    probe,
+    reduce,
+    selection,
+    train,
+)
 
 MODULES: dict[str, ModuleType] = {
     "load": load,
@@ -19,6 +29,7 @@ MODULES: dict[str, ModuleType] = {
     "probe": probe,
     "cluster": cluster,
     "select": selection,
+    "dots_predictor": dots_predictor,
     "train": train,
     "evaluate": evaluate,
 }

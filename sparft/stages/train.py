@@ -18,11 +18,14 @@ import pandas as pd
 from sparft.config import Params
 from sparft.curricula import make_curriculum, needs_column
 from sparft.curricula.base import PROBE_CORRECT, PROBE_ROLLOUTS
+from sparft.curricula.dots import EMBEDDING
 from sparft.data import DataError, read_dataset
+from sparft.embed import load_embeddings
 from sparft.io import write_json, write_parquet
 from sparft.models import prepare_model
 from sparft.plots import plot_arm_choices, plot_training_curves
 from sparft.stages.cluster import OUT as CLUSTERS
+from sparft.stages.embed import OUT as EMBEDDINGS
 from sparft.stages.probe import OUT as PROBE
 from sparft.stages.selection import OUT as SUBSET
 from sparft.trainer import (
@@ -68,6 +71,16 @@ def training_frame(params: Params) -> pd.DataFrame:
                 raise DataError(f"{CLUSTERS}: no such file (run the cluster stage first)")
             clusters = pd.read_parquet(CLUSTERS)[["id", "cluster"]]
             frame = frame.merge(clusters, on="id", how="inner", validate="one_to_one")
+    if needs_column(params.train.curriculum, params) == EMBEDDING:
+        emb = load_embeddings(EMBEDDINGS)
+        row = {qid: i for i, qid in enumerate(emb.ids.tolist())}
+        missing = [qid for qid in frame["id"].astype(str) if qid not in row]
+        if missing:
+            raise DataError(
+                f"{EMBEDDINGS}: {len(missing)} training questions have no embedding "
+                f"(e.g. {missing[0]}): rerun embed"
+            )
+        frame = frame.assign(**{EMBEDDING: [emb.matrix[row[q]] for q in frame["id"].astype(str)]})
     if PROBE.exists():
         probe = pd.read_parquet(PROBE)
         if {"id", "k", "n_correct"} <= set(probe.columns):

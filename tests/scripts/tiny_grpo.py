@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import TrainerCallback
@@ -22,7 +23,10 @@ from sparft.answers import completion_text
 from sparft.bandit import BanditConfig
 from sparft.config import Params
 from sparft.curricula import make_curriculum
+from sparft.curricula.dots import DotsConfig
+from sparft.curricula.dots.predictor import TrainSettings, save_predictor, train_predictor
 from sparft.prompts import PromptConfig
+from sparft.replay import ReplayConfig
 from sparft.rewards import format_reward
 from sparft.train_config import TrainConfig
 from sparft.trainer import build_trainer, train
@@ -51,6 +55,7 @@ def main() -> None:
     parser.add_argument("--curriculum", default="sparft")
     parser.add_argument("--allocation", default="auto")
     parser.add_argument("--generations", type=int, default=4, help="train.num_generations")
+    parser.add_argument("--replay", action="store_true", help="train.replay on, sigma 0.5")
     args = parser.parse_args()
     torch.set_num_threads(1)
     frame = pd.DataFrame(
@@ -77,8 +82,20 @@ def main() -> None:
         learning_rate=1e-3,
         curriculum=args.curriculum,
         allocation=args.allocation,
+        replay=ReplayConfig(enabled=args.replay, sigma=0.5),
     )
-    params = Params(train=cfg, bandit=BanditConfig(seed=3))
+    dots = DotsConfig(
+        predictor=str(args.work / "predictor.pt"), reference_questions=4, reference_rollouts=2,
+        tau=0.05,
+    )  # fmt: skip
+    if args.curriculum == "dots":
+        frame["embedding"] = list(np.random.default_rng(0).normal(size=(16, 8)).astype("f4"))
+        if not Path(dots.predictor).exists():  # the resumed run reuses the killed run's
+            x = np.stack(frame["embedding"].to_numpy())
+            rates = frame["probe_correct"].to_numpy() / 8
+            model, _ = train_predictor(x, rates, np.zeros(16), TrainSettings(hidden=16, epochs=2))
+            save_predictor(model, dots.predictor)
+    params = Params(train=cfg, bandit=BanditConfig(seed=3), dots=dots)
     curriculum = make_curriculum(cfg.curriculum, frame, params)
     callbacks = [KillAt(args.kill_at)] if args.kill_at else []
     trainer = build_trainer(

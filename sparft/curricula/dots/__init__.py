@@ -1,0 +1,166 @@
+"""DOTS (Sun et al. 2025): difficulty-targeted online data selection.
+
+Every ``every`` steps (the paper's mu = 2) a sample of ``reference_questions`` training
+questions is rolled out ``reference_rollouts`` times at ``reference_temperature`` under the
+current policy; their solve rates are the references of the attention-based predictor
+(``predictor.py``, trained by the ``dots_predictor`` stage on probed solve rates), which then
+predicts every training question. As the released code does, the predictions are recalibrated
+by a linear regression from predicted to measured rates on the reference questions (a
+reference never attends to itself), and are not clipped. The step's prompts are drawn without
+replacement with ``p_i ∝ exp(-|d_i - alpha| / tau)``: alpha = 0.5 targets a 50% solve rate;
+the paper leaves tau open and sparft uses the code's 1e-3 (the questions closest to alpha).
+The reference rollouts count in the run's rollout total (``extra_rollouts`` in the step's
+record) and their time in the step's generation time.
+
+Rollout replay is the trainer's (``train`` section's ``replay``, ``sparft.replay``) and works
+with any curriculum; DOTS+RR is ``train.curriculum: dots`` with ``replay.enabled: true``.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from sparft.curricula.base import Curriculum
+
+EMBEDDING = "embedding"
+
+
+class DotsConfig(BaseModel):
+    """The ``dots`` section: the predictor (stage ``dots_predictor``) and the selection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    predictor: str = Field("data/dots/predictor.pt", description="The trained predictor.")
+    probes: list[str] = Field(
+        default_factory=lambda: ["data/probe.parquet"],
+        description="Probe results to train on, one file per probe model (each a group, as "
+        "the paper trains on the pass rates of several models).",
+    )
+    hidden: int = Field(256, ge=8, description="Width of the query and reference projections.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    train_references: int = Field(256, ge=2, description="References drawn per training batch.")
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    warmup_share: float = Field(0.1, ge=0.0, lt=1.0)
+    val_share: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Questions held out to measure the predictor's error."
+    )
+    every: int = Field(2, ge=1, description="mu: steps between re-estimates.")
+    reference_questions: int = Field(256, ge=2, description="Questions rolled out as references.")
+    reference_rollouts: int = Field(8, ge=1, description="Rollouts per reference question.")
+    reference_temperature: float = Field(0.6, gt=0.0)
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Target solve rate.")
+    tau: float = Field(1e-3, gt=0.0, description="Temperature of exp(-|d - alpha| / tau).")
+    recalibrate: bool = Field(True, description="Linear recalibration on the references.")
+    seed: int = 0
+
+
+def recalibrate(predicted: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
+    """Intercept and slope of the least-squares line from predicted to measured rates
+    (identity when the predictions do not vary)."""
+    predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
+    if predicted.size < 2 or predicted.std() == 0:
+        return 0.0, 1.0
+    slope = float(np.cov(predicted, measured, bias=True)[0, 1] / predicted.var())
+    return float(measured.mean() - slope * predicted.mean()), slope
+
+
+class DotsCurriculum(Curriculum):
+    """Prompts whose predicted solve rate is closest to ``alpha``, re-estimated every mu steps."""
+
+    def __init__(self, frame: pd.DataFrame, cfg: DotsConfig, seed: int = 0) -> None:
+        super().__init__(frame, seed)
+        if EMBEDDING not in self.frame:
+            raise ValueError(
+                "the dots curriculum needs an 'embedding' column (the embed stage's vectors)"
+            )
+        from sparft.curricula.dots.predictor import load_predictor
+
+        self.cfg = cfg
+        self.embeddings = np.stack(self.frame[EMBEDDING].to_numpy()).astype(np.float32)
+        self.model = load_predictor(cfg.predictor)
+        if self.model.dim != self.embeddings.shape[1]:
+            raise ValueError(
+                f"{cfg.predictor}: trained on {self.model.dim}-d embeddings, the training "
+                f"questions have {self.embeddings.shape[1]}-d ones (rerun dots_predictor)"
+            )
+        self.predicted: np.ndarray | None = None
+        self.refreshed_at = -1
+
+    def _refresh(self) -> dict[str, Any]:
+        """Roll out fresh references under the current policy and predict every question."""
+        if self.rollout is None:
+            raise RuntimeError("the dots curriculum needs the trainer's rollouts (bind_rollout)")
+        from sparft.curricula.dots.predictor import predict
+
+        started = perf_counter()
+        n = len(self.ids)
+        refs = np.sort(self.rng.choice(n, size=min(self.cfg.reference_questions, n), replace=False))
+        results = self.rollout(
+            [self.ids[i] for i in refs], self.cfg.reference_rollouts, self.cfg.reference_temperature
+        )
+        rates = np.array([float(np.mean(r)) for r in results])
+        for i, correct in zip(refs, results, strict=True):
+            self.stats.update(int(i), np.asarray(correct, dtype=float))
+        predicted = predict(
+            self.model, self.embeddings, self.embeddings[refs], rates, np.arange(n), refs
+        ).astype(float)
+        intercept, slope = recalibrate(predicted[refs], rates) if self.cfg.recalibrate else (0, 1)
+        self.predicted = intercept + slope * predicted
+        self.refreshed_at = self.step
+        return {
+            "extra_rollouts": len(refs) * self.cfg.reference_rollouts,
+            "reference_solve_rate": float(rates.mean()),
+            "reference_seconds": perf_counter() - started,
+            "calibration_slope": slope,
+        }
+
+    def logits(self) -> np.ndarray:
+        assert self.predicted is not None
+        return -np.abs(self.predicted - self.cfg.alpha) / self.cfg.tau
+
+    def _select(self, n: int) -> tuple[list[str], dict[str, Any]]:
+        record: dict[str, Any] = {}
+        if self.predicted is None or self.step - self.refreshed_at >= self.cfg.every:
+            record = self._refresh()
+        logits = self.logits()
+        picked: list[int] = []
+        while len(picked) < n:
+            # Gumbel top-k: a draw without replacement with p ∝ exp(logits), exact even where
+            # a tiny tau underflows exp() for all but the nearest questions
+            keys = logits + self.rng.gumbel(size=len(logits))
+            picked.extend(np.argsort(-keys)[: n - len(picked)].tolist())
+        assert self.predicted is not None
+        record["predicted_solve_rate"] = float(self.predicted[picked].mean())
+        return [self.ids[i] for i in picked], record
+
+    def metrics(self) -> dict[str, float]:
+        if self.predicted is None:
+            return {}
+        return {
+            "predicted/mean": float(self.predicted.mean()),
+            "predicted/near_target_share": float(
+                np.mean(np.abs(self.predicted - self.cfg.alpha) < 0.25)
+            ),
+        }
+
+    @classmethod
+    def needs_column(cls, cfg: Any) -> str | None:
+        return EMBEDDING
+
+    def _method_state(self) -> dict[str, Any]:
+        return {
+            "predicted": self.predicted if self.predicted is not None else np.zeros(0),
+            "refreshed_at": self.refreshed_at,
+        }
+
+    def _load_method_state(self, state: dict[str, Any]) -> None:
+        predicted = np.asarray(state["predicted"], dtype=float)
+        self.predicted = predicted if predicted.size else None
+        self.refreshed_at = int(state["refreshed_at"])
