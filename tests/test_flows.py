@@ -486,9 +486,7 @@ def test_compare_flow_maps_variants_in_working_copies(project: Project, server: 
             flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [run.id]}),
         )
         shared = STAGE_NAMES[: STAGE_NAMES.index("train")]
-        assert _task_states(client, str(subflow.id), len(shared)) == dict.fromkeys(
-            shared, "Cached"
-        )
+        assert _task_states(client, str(subflow.id), len(shared)) == dict.fromkeys(shared, "Cached")
         artifacts = {a.key: a for a in client.read_artifacts() if a.flow_run_id == run.id}
     for label in ("curriculum-sparft", "curriculum-uniform"):
         workdir = project.root / "data" / "compare" / label
