@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install run test test-fast lint format typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,12 +33,20 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -v --durations=25
 
+# the quick loop: no real models, servers, vLLM or GPU
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not server and not vllm and not gpu"
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+	$(BIN)/ruff format $(LINT_PATHS)
+
+typecheck: $(STAMP)
+	$(BIN)/mypy sparft flows
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/generation.py

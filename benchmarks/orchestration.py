@@ -151,8 +151,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="sparft-bench-orch-"))
     overrides = list(args.overrides)
     if args.tiny:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import build_tiny_lm, tiny_overrides
+        from sparft.testing import build_tiny_lm, tiny_overrides
 
         model = build_tiny_lm(folder / "tiny-lm")
         overrides = [*tiny_overrides(), f"generation.model={model}", *overrides]

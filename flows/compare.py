@@ -27,36 +27,31 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 
-from flows.pipeline import (
+from flows.artifacts import absolute_uri
+from flows.dvc_state import StageSpec, all_specs, locate, output_digests, path_digest
+from flows.pipeline import pipeline
+from flows.tasks import (
     PERMANENT_ERRORS,
     RETRY_DELAY_S,
-    StageSpec,
-    _absolute_uri,
-    _jsonable,
-    _stale_record,
-    _transient,
-    _working_dir,
-    find_dvc_yaml,
-    load_specs,
-    locate,
-    lookup,
-    output_digests,
-    path_digest,
-    pipeline,
+    cell,
+    key_from_inputs,
+    stale_record,
+    transient,
+    working_dir,
 )
 from sparft.config import ConfigError, Params, load_params
-from sparft.stages import ARTIFACTS, STAGES
+from sparft.stages import STAGES
 from sparft.stages.evaluate import METRICS as EVAL_METRICS
+from sparft.stages.stage import lookup
 from sparft.tracking import run_stage, tracked_run
 
-FLOWS_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GRID: dict[str, list[Any]] = {"train.curriculum": ["sparft", "uniform"], "train.seed": [0]}
 RESULT_FILE = "variant.json"
 LOG_FILE = "variant.log"
@@ -82,10 +77,11 @@ def variant_inputs(specs: list[StageSpec]) -> list[str]:
     """Files the variant's stages read but do not write: what its working copy needs."""
     outs = {out for spec in specs for out in spec.outs}
     deps = dict.fromkeys(d for spec in specs for d in spec.deps)
+    sources = ("sparft", "flows")
     return [
         d
         for d in deps
-        if d not in outs and not Path(d).is_absolute() and d.split("/")[0] != "sparft"
+        if d not in outs and not Path(d).is_absolute() and d.split("/")[0] not in sources
     ]
 
 
@@ -149,10 +145,7 @@ def _run_variant(
         "stages": stages,
         "parent_run_id": parent_run_id,
     }
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(FLOWS_ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = dict(os.environ)
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     with (here / LOG_FILE).open("w") as log:
@@ -175,20 +168,15 @@ def _run_variant(
     return result
 
 
-def _key_from_inputs(_ctx: Any, inputs: dict[str, Any]) -> str | None:
-    return inputs.get("cache_key") or None
-
-
 variant_task = task(
-    _run_variant,
     name="variant",
     task_run_name="{label}",
-    cache_key_fn=_key_from_inputs,
+    cache_key_fn=key_from_inputs,
     persist_result=True,
     retries=1,
     retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_transient,
-)
+    retry_condition_fn=transient,
+)(_run_variant)
 
 
 def summarise_variants(params: Params, run_ids: list[str], plot: Path) -> list[dict[str, Any]]:
@@ -203,7 +191,7 @@ def summarise_variants(params: Params, run_ids: list[str], plot: Path) -> list[d
         return []
     plot_comparison(runs, plot, title="compare flow: held-out accuracy per strategy")
     return [
-        {k: _jsonable(v) for k, v in row.items()}
+        {k: cell(v) for k, v in row.items()}
         for row in summarise_runs(runs).to_dict(orient="records")
     ]
 
@@ -228,32 +216,29 @@ def compare(
     evaluates = "evaluate" in own
     once = ["evaluate.include_base=false"] if evaluates else []  # the base is evaluated once
     jobs = [(label, own, [*o, *once]) for label, o in expand(grid or DEFAULT_GRID)]
-    with _working_dir(root):
+    with working_dir(root):
         params = load_params(params_file, overrides or [])
         if include_base and evaluates:
             jobs.append(
                 ("base", ["evaluate"], [*once, f"evaluate.model={params.generation.model}"])
             )
-        dvc_yaml = find_dvc_yaml(root)
-        if dvc_yaml is None:
-            raise ConfigError("no dvc.yaml found: the compare flow reads each stage's inputs there")
         ctx = FlowRunContext.get()
         tags = {"sparft.kind": "compare"}
-        if ctx is not None:
+        if ctx is not None and ctx.flow_run is not None:
             tags["prefect.flow_run_id"] = str(ctx.flow_run.id)
         with tracked_run("compare", params, tags=tags) as mlrun:
             if shared:
                 pipeline(params_file, overrides, str(root), stages=shared)
-            uri = _absolute_uri(_tracking_uri(params), root) if mlrun is not None else None
+            uri = absolute_uri(_tracking_uri(params), root) if mlrun is not None else None
             calls = []
             for label, stages, extra in jobs:
                 p = load_params(params_file, [*(overrides or []), *extra])
                 config = p.model_dump(mode="json")
-                specs = [s for name, s in load_specs(dvc_yaml, config).items() if name in stages]
+                specs = [s for name, s in all_specs(config).items() if name in stages]
                 workdir = root / "data" / "compare" / slug(label)
                 key = variant_key(label, specs, config, root, workdir)
                 outs = [o for spec in specs for o in spec.outs]
-                refresh = _stale_record(key, output_digests(workdir, outs), variant_task)
+                refresh = stale_record(key, output_digests(workdir, outs), variant_task)
                 calls.append(
                     (
                         refresh,
@@ -307,7 +292,8 @@ def _map_in_batches(
         for start in range(0, len(group), parallel):
             batch = group[start : start + parallel]
             columns = {name: [kwargs[name] for kwargs in batch] for name in batch[0]}
-            futures = variant_task.with_options(refresh_cache=refresh).map(**columns)
+            mapped = variant_task.with_options(refresh_cache=refresh)
+            futures = cast(Any, mapped).map(**columns)  # one list per parameter
             for kwargs, future in zip(batch, futures, strict=True):
                 done[kwargs["label"]] = future.result()
     return [done[kwargs["label"]] for _, kwargs in calls]
@@ -324,7 +310,7 @@ def metrics_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "variant": result["label"],
                         "model": model,
                         "benchmark": bench,
-                        **{k: _jsonable(v) for k, v in m.items()},
+                        **{k: cell(v) for k, v in m.items()},
                         "mlflow_run_id": result.get("mlflow_run_id"),
                     }
                 )
@@ -341,7 +327,7 @@ def _worker(job: dict[str, Any]) -> int:
             tags["mlflow.parentRunId"] = job["parent_run_id"]
         with tracked_run(f"variant {job['label']}", params, tags=tags) as run:
             for name in job["stages"]:
-                run_stage(name, params, STAGES[name], ARTIFACTS.get(name, ()))
+                run_stage(STAGES[name], params)
     except PERMANENT_ERRORS as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return PERMANENT_EXIT

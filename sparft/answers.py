@@ -71,6 +71,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -661,8 +662,7 @@ def _serve() -> None:
         if not line:
             return
         req = json.loads(line)
-        call = _WORKER_CALLS[req["f"]]
-        result = _run_with_alarm(lambda r=req, c=call: c(*r["a"]), float(req["t"]))
+        result = _run_with_alarm(partial(_WORKER_CALLS[req["f"]], *req["a"]), float(req["t"]))
         proto.write(json.dumps({"r": result}) + "\n")
         proto.flush()
 

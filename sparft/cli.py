@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -84,23 +83,15 @@ def _data_config(
     return type(p.data).model_validate({**p.data.model_dump(), **update})
 
 
-def _print_report(report: dict[str, Any], out: Path | None) -> None:
-    table = Table(title=f"loaded {report['source']}")
-    table.add_column("rows")
-    table.add_column("count", justify="right")
-    table.add_row("read", str(report["rows_read"]))
-    table.add_row("kept", str(report["rows_kept"]))
-    for reason, count in sorted(report["dropped"].items()):
-        table.add_row(f"dropped: {reason}", str(count))
-    if report["conflicting_duplicates"]:
-        table.add_row("duplicates with a different answer", str(report["conflicting_duplicates"]))
-    console.print(table)
-    for line in report["bad_rows"][:20]:
-        console.print(f"  skipped {line}", highlight=False)
-    if len(report["bad_rows"]) > 20:
-        console.print(f"  ... and {len(report['bad_rows']) - 20} more (see the report JSON)")
-    if out is not None:
-        console.print(f"wrote {out}")
+def _print_reports(reports: list[Any]) -> None:
+    """Render a stage's ``Report`` tables (``sparft.stages.stage.Report``)."""
+    for report in reports:
+        table = Table(title=report.title, show_header=bool(report.columns))
+        for i, name in enumerate(report.columns or ("", "")):
+            table.add_column(name, justify="left" if i == 0 else "right")
+        for row in report.rows:
+            table.add_row(*row)
+        console.print(table)
 
 
 @data_app.command("load")
@@ -125,9 +116,12 @@ def data_load(
         _fail(err)
     except ValueError as err:
         _fail(ConfigError(str(err)))
+    from sparft.stages.load import report as load_report
+
     write_parquet(frame, out)
     write_json(report.as_dict(), out.with_suffix(".report.json"))
-    _print_report(report.as_dict(), out)
+    data = p.data.model_copy(update={"out": str(out)})
+    _print_reports(load_report(report.as_dict(), p.model_copy(update={"data": data})))
 
 
 @app.command()
@@ -241,7 +235,7 @@ def stage(
     set_: SetOpt = None,
 ) -> None:
     """Run one pipeline stage: read its params section and inputs, write its outputs."""
-    from sparft.stages import ARTIFACTS, STAGES
+    from sparft.stages import STAGES
     from sparft.tracking import run_stage
 
     if name not in STAGES:
@@ -249,7 +243,7 @@ def stage(
     p = _params(params, set_)
     start = time.perf_counter()
     try:
-        summary = run_stage(name, p, STAGES[name], ARTIFACTS.get(name, ()))
+        summary = run_stage(STAGES[name], p)
     except USER_ERRORS as err:
         _fail(err)
     console.print_json(json.dumps(summary, default=str))
@@ -257,19 +251,12 @@ def stage(
 
 
 def _pipeline_flow() -> Any:
-    """``flows.pipeline.pipeline``. ``flows/`` sits beside the package in the source checkout and
-    is not installed with it, so it is imported from there when it is not importable already.
-    Prefect reads its settings at import: the STACK notes' defaults are set first."""
+    """``flows.pipeline.pipeline``, imported only when a command needs Prefect. Prefect reads its
+    settings at import: the STACK notes' defaults are set first."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    try:
-        from flows.pipeline import pipeline
-    except ModuleNotFoundError as err:
-        checkout = Path(__file__).resolve().parents[1]
-        if err.name != "flows" or not (checkout / "flows" / "pipeline.py").is_file():
-            raise
-        sys.path.insert(0, str(checkout))
-        from flows.pipeline import pipeline
+    from flows.pipeline import pipeline
+
     return pipeline
 
 
@@ -279,7 +266,8 @@ def run(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     server at PREFECT_API_URL), keep dvc.lock in step, and print where the results are."""
     p = _params(params, set_)
     pipeline = _pipeline_flow()
-    from flows.pipeline import stage_status
+    from flows.tasks import stage_status
+    from sparft.stages import STAGES
 
     try:
         report = pipeline(params_file=str(params), overrides=list(set_ or []))
@@ -289,15 +277,7 @@ def run(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
         console.rule(f"stage {name}")
         seconds = stage["stage_seconds"] if stage["cached"] else stage["seconds"]
         console.print(f"{name} {stage_status(stage['cached'], seconds)}")
-        summary = stage["summary"]
-        if name == "load":
-            _print_report(summary, Path(p.data.out))
-        elif name == "probe":
-            _print_solve_rates(summary)
-        elif name == "evaluate":
-            _print_eval(summary)
-        else:
-            _print_scalars(name, summary)
+        _print_reports(STAGES[name].reports(stage["summary"], p))
     for note in report["notes"]:
         console.print(f"note: {note}", highlight=False)
     _print_where(p, report)
@@ -334,12 +314,13 @@ def serve(
 
 
 def _print_where(p: Params, report: dict[str, Any] | None = None) -> None:
-    """Where a finished pipeline run left its results."""
+    """Where a finished pipeline run left its results (what each stage declares)."""
+    from sparft.stages import STAGES
+
     table = Table(title="where the results are", show_header=False)
-    table.add_row("training subset", "data/subset.parquet")
-    table.add_row("trained policy", "data/train/model (metrics: data/train/metrics.json)")
-    table.add_row("held-out evaluation", "data/eval/metrics.json, data/eval/results.parquet")
-    table.add_row("plots", "data/plots/ (cluster map, arm choices, training curves, accuracy)")
+    for stage in STAGES.values():
+        for what, where in stage.where:
+            table.add_row(what, where)
     if p.tracking.enabled:
         uri = os.environ.get("MLFLOW_TRACKING_URI", p.tracking.uri)
         table.add_row(
@@ -359,27 +340,29 @@ def _print_where(p: Params, report: dict[str, Any] | None = None) -> None:
     console.print(table)
 
 
-def _print_scalars(name: str, summary: dict[str, Any]) -> None:
-    """The stage summary's single values; nested per-cluster detail stays in its JSON file."""
-    table = Table(title=f"{name} summary", show_header=False)
-    for key, value in summary.items():
-        if isinstance(value, float):
-            table.add_row(key, f"{value:.4g}")
-        elif isinstance(value, str | int | bool) or value is None:
-            table.add_row(key, str(value))
-        elif key == "notes" and value:
-            table.add_row(key, "\n".join(map(str, value)))
-    console.print(table)
+@app.command("dvc-yaml")
+def dvc_yaml(
+    out: Annotated[Path, typer.Option(help="Where to write it.")] = Path("dvc.yaml"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if the file differs; write nothing.")
+    ] = False,
+) -> None:
+    """Write dvc.yaml from the stage declarations (deps: the data each stage reads and the
+    source files its module imports)."""
+    from flows.dvc_state import render_dvc_yaml
+    from sparft.io import atomic_path
 
-
-def _print_solve_rates(summary: dict[str, Any]) -> None:
-    table = Table(title=f"probe solve rate over {summary['questions']} questions")
-    for name in ("difficulty", "questions", "solve rate"):
-        table.add_column(name, justify="right")
-    for label, row in summary.get("solve_rate_by_label", {}).items():
-        table.add_row(label, str(row["questions"]), f"{row['solve_rate']:.3f}")
-    table.add_row("all", str(summary["questions"]), f"{summary['solve_rate']:.3f}")
-    console.print(table)
+    text = render_dvc_yaml()
+    current = out.read_text() if out.is_file() else None
+    if check:
+        if current != text:
+            console.print(f"{out} is not current: run sparft dvc-yaml", soft_wrap=True)
+            raise typer.Exit(1)
+        console.print(f"{out} is current", soft_wrap=True)
+        return
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+    console.print(f"wrote {out}" + (" (unchanged)" if current == text else ""), soft_wrap=True)
 
 
 @app.command("eval")
@@ -418,7 +401,7 @@ def eval_(
     from pydantic import ValidationError
 
     from sparft.evaluation import EvaluateConfig
-    from sparft.stages.evaluate import run_evaluation
+    from sparft.stages.evaluate import report, run_evaluation
 
     p = _params(params, set_)
     update = _given(
@@ -437,52 +420,8 @@ def eval_(
         _fail(ConfigError("; ".join(f"evaluate: {e['msg']}" for e in err.errors())))
     except USER_ERRORS as err:
         _fail(err)
-    _print_eval(summary)
+    _print_reports(report(summary, p))
     console.print(f"wrote {summary['results']}, {out / 'metrics.json'} and {summary['plot']}")
-
-
-def _print_eval(summary: dict[str, Any]) -> None:
-    """One row per model and benchmark: accuracy with its standard error, then speed."""
-    metrics = {
-        label: {b: {k.replace("_at_", "@"): v for k, v in m.items()} for b, m in per.items()}
-        for label, per in summary["metrics"].items()
-    }
-    ks = sorted(
-        {
-            int(k[5:])
-            for per in metrics.values()
-            for m in per.values()
-            for k in m
-            if k.startswith("pass@") and k[5:].isdigit() and k != "pass@1"
-        }
-    )
-    settings = summary.get("settings", {})
-    table = Table(
-        title=f"evaluation: {settings.get('n')} sample(s) per question, "
-        f"T={settings.get('temperature')}, max {settings.get('max_new_tokens')} new tokens"
-    )
-    columns = ["model", "benchmark", "questions", "pass@1 ± se", *[f"pass@{k}" for k in ks]]
-    columns += ["mean tokens", "truncated", "wall s", "questions/s", "tokens/s"]
-    for name in columns:
-        table.add_column(name, justify="left" if name in ("model", "benchmark") else "right")
-    for label, per in metrics.items():
-        for bench, m in per.items():
-            se = m.get("pass@1_se")
-            table.add_row(
-                label,
-                bench,
-                str(m["questions"]),
-                f"{m['pass@1']:.3f}" + (f" ± {se:.3f}" if se is not None else ""),
-                *[f"{m[f'pass@{k}']:.3f}" for k in ks],
-                f"{m['mean_completion_tokens']:.0f}",
-                f"{m['truncated_share']:.1%}",
-                f"{m.get('wall_s', 0):.1f}",
-                f"{m.get('questions_per_s', 0):.3g}",
-                f"{m.get('tokens_per_s', 0):.3g}",
-            )
-    console.print(table)
-    for note in summary.get("notes", []):
-        console.print(f"note: {note}", highlight=False)
 
 
 @app.command()

@@ -23,7 +23,7 @@ from sparft.probe import ProbeConfig
 from sparft.prompts import PromptConfig
 from sparft.reduce import ReduceConfig
 from sparft.selection import SelectConfig
-from sparft.tracking import TrackingConfig
+from sparft.tracking_config import TrackingConfig
 from sparft.train_config import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")

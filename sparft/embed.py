@@ -83,7 +83,7 @@ def encode_texts(
 ) -> np.ndarray:
     """Embed ``texts`` as a float32 matrix in input order (longest texts encoded first)."""
     if not texts:
-        return np.zeros((0, model.get_embedding_dimension()), dtype=np.float32)
+        return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
     order = np.argsort([-len(t) for t in texts], kind="stable")
     chunk = cfg.batch_size * cfg.chunk_batches
     parts: list[np.ndarray] = []
@@ -146,7 +146,7 @@ def save_embeddings(emb: Embeddings, path: str | Path, key: str = "embeddings") 
             handle,
             ids=np.asarray(emb.ids, dtype=str),
             model=np.asarray(emb.model),
-            **{key: emb.matrix},
+            **{key: emb.matrix},  # type: ignore[arg-type]  # numpy's stubs: allow_pickle
         )
     return Path(path)
 

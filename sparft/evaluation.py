@@ -27,14 +27,9 @@ benchmark's own order, so quick looks on different models see the same questions
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import math
-import os
 import random
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +52,10 @@ from sparft.data import (
     read_dataset,
 )
 from sparft.generation import GenerationBackend, GenerationConfig, PromptResult, make_backend
-from sparft.models import ModelNotAvailableError, cache_dir, prepare_model
+from sparft.models import ModelNotAvailableError, resolve_model
 from sparft.prompts import PromptConfig, build_messages
 
 TRAINED = "trained"
-TRAINED_MODEL_DIR = Path("data/train/model")
-"""Where the train stage leaves its model: a full HF folder or a peft LoRA adapter folder."""
 
 BASE_LABEL = "base"
 HELDOUT = "arithmetic-heldout"
@@ -70,8 +63,6 @@ BUILTIN_BENCHMARKS = ("gsm8k", "math500", "aime24", "aime25")
 BENCHMARK_NAMES = (*BUILTIN_BENCHMARKS, HELDOUT)
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 HELDOUT_SEED_OFFSET = 1000
-MERGED_MARKER = "sparft-merged.json"
-"""Written into a merged-adapter folder before it is moved into place: present means complete."""
 
 RESULT_COLUMNS = [
     "benchmark",
@@ -97,9 +88,9 @@ class EvaluateConfig(BaseModel):
 
     model: str = Field(
         TRAINED,
-        description=f"'{TRAINED}' (the train stage's {TRAINED_MODEL_DIR}: a model folder or a "
-        "LoRA adapter folder), a preset, a local model or LoRA adapter folder, or a Hugging "
-        "Face id (online use only).",
+        description=f"'{TRAINED}' (the train stage's model: a model folder or a LoRA adapter "
+        "folder), a preset, a local model or LoRA adapter folder, or a Hugging Face id (online "
+        "use only).",
     )
     benchmarks: list[str] = Field(
         default_factory=lambda: [HELDOUT],
@@ -386,108 +377,21 @@ def limit_questions(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.Dat
 
 
 # ---------------------------------------------------------------------------------------------
-# Models: the trained folder, presets, and LoRA adapters merged once into a cache
+# Models: the trained folder, or anything ``sparft.models.resolve_model`` takes
 # ---------------------------------------------------------------------------------------------
 
 
-def is_lora_adapter(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
-
-
-def _adapter_digest(adapter: Path, base: str) -> str:
-    """sha256 of the adapter folder's top-level files (names and bytes) and its base model:
-    the merged cache is reused exactly when neither changed. Checkpoint sub-folders a trainer
-    may leave there are not part of the adapter and are skipped."""
-    digest = hashlib.sha256(base.encode())
-    for path in sorted(p for p in adapter.iterdir() if p.is_file() and not p.name.startswith(".")):
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def adapter_base(adapter: Path) -> str:
-    """The adapter's base model, resolved like any model name (a preset is prepared)."""
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    base = config.get("base_model_name_or_path")
-    if not base:
-        raise ModelNotAvailableError(
-            f"{adapter}/adapter_config.json names no base_model_name_or_path"
-        )
-    return prepare_model(str(base))
-
-
-def merge_lora_adapter(adapter_dir: str | Path, cache: Path | None = None) -> Path:
-    """A full model folder with the LoRA adapter merged into its base, made once per adapter.
-
-    Merged folders live in ``<cache>/merged/<hash>`` (see ``_adapter_digest``) so that every
-    backend, vLLM included, can load the result as an ordinary model. Written to a temp folder
-    and moved into place with ``os.replace``; a file lock keeps two processes from merging the
-    same adapter at once.
-    """
-    from filelock import FileLock
-
-    adapter = Path(adapter_dir).resolve()
-    base = adapter_base(adapter)
-    digest = _adapter_digest(adapter, base)
-    root = (cache if cache is not None else cache_dir()) / "merged"
-    final = root / digest[:20]
-    if (final / MERGED_MARKER).is_file():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"{digest[:20]}.lock")):
-        if (final / MERGED_MARKER).is_file():
-            return final
-        if final.exists():
-            shutil.rmtree(final)
-        tmp = root / f".tmp-{digest[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            _merge(adapter, base, tmp, digest)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def _merge(adapter: Path, base: str, out: Path, digest: str) -> None:
-    """Load the base in its checkpoint dtype, merge the adapter in, save model and tokenizer."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    started = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    has_tokenizer = (adapter / "tokenizer_config.json").is_file()
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter) if has_tokenizer else base)
-    if merged.generation_config.pad_token_id is None:
-        merged.generation_config.pad_token_id = tokenizer.pad_token_id
-    out.mkdir(parents=True)
-    merged.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    marker = {
-        "adapter": str(adapter),
-        "base": base,
-        "sha256": digest,
-        "merge_seconds": round(time.perf_counter() - started, 1),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    (out / MERGED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-
-
-def resolve_model(name: str, cache: Path | None = None) -> str:
-    """What a backend can load: ``trained`` -> the train stage's folder, a LoRA adapter folder ->
-    its merged copy, a preset -> its prepared folder, anything else as given."""
+def locate_model(name: str, trained: Path | None) -> str:
+    """What a backend can load: ``trained`` is the train stage's folder (``trained``, passed in
+    by whoever knows it), anything else goes to ``resolve_model``."""
     if name == TRAINED:
-        if not TRAINED_MODEL_DIR.is_dir():
+        if trained is None or not Path(trained).is_dir():
             raise ModelNotAvailableError(
-                f"{TRAINED_MODEL_DIR}: no trained model; run the train stage first or set "
-                "evaluate.model (a preset, a model or LoRA adapter folder, or a Hugging Face id)"
+                f"{trained}: no trained model; run the train stage first or set evaluate.model "
+                "(a preset, a model or LoRA adapter folder, or a Hugging Face id)"
             )
-        name = str(TRAINED_MODEL_DIR)
-    if is_lora_adapter(name):
-        return str(merge_lora_adapter(name, cache))
-    return prepare_model(name, cache)
+        name = str(trained)
+    return resolve_model(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,8 +445,10 @@ def evaluate(
     arithmetic: ArithmeticConfig,
     backend_factory: BackendFactory = make_backend,
     progress: bool = True,
+    trained: Path | None = None,
 ) -> EvalReport:
-    """Evaluate ``cfg.model`` (and the base model) on every benchmark in ``cfg.benchmarks``.
+    """Evaluate ``cfg.model`` (and the base model) on every benchmark in ``cfg.benchmarks``;
+    ``trained`` is the folder ``cfg.model: trained`` means (the train stage's).
 
     Benchmarks are loaded (and the trained model located) before any model is, so a bad name
     fails in a second rather than after minutes of loading. Each model is loaded once, runs all
@@ -559,7 +465,7 @@ def evaluate(
     plan = model_plan(cfg, generation)
     resolved: dict[str, str] = {}
     for label, name in plan:
-        resolved[label] = resolve_model(name)
+        resolved[label] = locate_model(name, trained)
     if len(plan) == 2 and resolved[plan[0][0]] == resolved[BASE_LABEL]:
         notes.append(f"{plan[0][1]} is the base model itself: evaluated once")
         plan = plan[:1]

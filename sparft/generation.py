@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -319,7 +319,7 @@ class HFBackend(GenerationBackend):
             if tok in self.eos_ids:
                 count, reason = i + 1, "stop"
                 break
-        text = self.tokenizer.decode(tokens[:count], skip_special_tokens=True)
+        text = str(self.tokenizer.decode(tokens[:count], skip_special_tokens=True))
         return Completion(text=text, completion_tokens=count, finish_reason=reason)
 
     def generate(
@@ -359,7 +359,7 @@ class HFBackend(GenerationBackend):
                 for start in range(0, len(order), per_batch):
                     idx = order[start : start + per_batch]
                     input_ids, attention_mask = self._left_pad([encoded[i] for i in idx])
-                    out = self.model.generate(
+                    out = cast(Any, self.model).generate(
                         input_ids=input_ids, attention_mask=attention_mask, **kwargs
                     )
                     new = out[:, input_ids.shape[1] :].tolist()

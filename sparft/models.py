@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from filelock import FileLock, Timeout
 from rich.console import Console
@@ -291,7 +291,7 @@ def _convert(preset: Preset, final: Path) -> None:
                 gguf_dir, gguf_file=preset.gguf_file, dtype=torch.float32
             )
             # The de-quantised weights are plain tensors; only the GGUF bookkeeping blocks saving.
-            model.hf_quantizer = None
+            setattr(model, "hf_quantizer", None)  # noqa: B010 (transformers types it as a Module)
             del model.config.quantization_config
             if model.generation_config.pad_token_id is None:
                 model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -442,7 +442,107 @@ def load_causal_lm(
     dev = resolve_device(device)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, dev))
-    model.to(dev).eval()
+    cast(Any, model).to(dev).eval()  # transformers' wrapper of .to confuses type checkers
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+MERGED_MARKER = "sparft-merged.json"
+"""Written into a merged-adapter folder before it is moved into place: present means complete."""
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA adapters, merged once into a cache, and what a backend can load
+# ---------------------------------------------------------------------------------------------
+
+
+def is_lora_adapter(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def _adapter_digest(adapter: Path, base: str) -> str:
+    """sha256 of the adapter folder's top-level files (names and bytes) and its base model:
+    the merged cache is reused exactly when neither changed. Checkpoint sub-folders a trainer
+    may leave there are not part of the adapter and are skipped."""
+    digest = hashlib.sha256(base.encode())
+    for path in sorted(p for p in adapter.iterdir() if p.is_file() and not p.name.startswith(".")):
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def adapter_base(adapter: Path) -> str:
+    """The adapter's base model, resolved like any model name (a preset is prepared)."""
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelNotAvailableError(
+            f"{adapter}/adapter_config.json names no base_model_name_or_path"
+        )
+    return prepare_model(str(base))
+
+
+def merge_lora_adapter(adapter_dir: str | Path, cache: Path | None = None) -> Path:
+    """A full model folder with the LoRA adapter merged into its base, made once per adapter.
+
+    Merged folders live in ``<cache>/merged/<hash>`` (see ``_adapter_digest``) so that every
+    backend, vLLM included, can load the result as an ordinary model. Written to a temp folder
+    and moved into place with ``os.replace``; a file lock keeps two processes from merging the
+    same adapter at once.
+    """
+    adapter = Path(adapter_dir).resolve()
+    base = adapter_base(adapter)
+    digest = _adapter_digest(adapter, base)
+    root = (cache if cache is not None else cache_dir()) / "merged"
+    final = root / digest[:20]
+    if (final / MERGED_MARKER).is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{digest[:20]}.lock")):
+        if (final / MERGED_MARKER).is_file():
+            return final
+        if final.exists():
+            shutil.rmtree(final)
+        tmp = root / f".tmp-{digest[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            _merge(adapter, base, tmp, digest)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _merge(adapter: Path, base: str, out: Path, digest: str) -> None:
+    """Load the base in its checkpoint dtype, merge the adapter in, save model and tokenizer."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    has_tokenizer = (adapter / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter) if has_tokenizer else base)
+    if merged.generation_config.pad_token_id is None:
+        merged.generation_config.pad_token_id = tokenizer.pad_token_id
+    out.mkdir(parents=True)
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    marker = {
+        "adapter": str(adapter),
+        "base": base,
+        "sha256": digest,
+        "merge_seconds": round(time.perf_counter() - started, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (out / MERGED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+def resolve_model(name: str, cache: Path | None = None) -> str:
+    """What a backend can load: a LoRA adapter folder -> its merged copy, a preset -> its
+    prepared folder, anything else as given."""
+    if is_lora_adapter(name):
+        return str(merge_lora_adapter(name, cache))
+    return prepare_model(name, cache)

@@ -41,12 +41,19 @@ def map_coordinates(reduced: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
     return coords, (f"map axis 1 ({share[0]:.0%} of variance)", f"map axis 2 ({share[1]:.0%})")
 
 
+def _palette(name: str) -> list[Any]:
+    """The colours of a qualitative colormap (tab10, tab20)."""
+    cmap = plt.get_cmap(name)
+    assert isinstance(cmap, ListedColormap)
+    return list(np.asarray(cmap.colors))
+
+
 def cluster_colours(n_clusters: int, noise_cluster: int | None = None) -> ListedColormap:
     """Distinct colours per cluster (tab10/tab20, else evenly spaced hues); noise in grey."""
     if n_clusters <= 10:
-        colours = list(plt.get_cmap("tab10").colors)[:n_clusters]
+        colours = list(_palette("tab10"))[:n_clusters]
     elif n_clusters <= 20:
-        colours = list(plt.get_cmap("tab20").colors)[:n_clusters]
+        colours = list(_palette("tab20"))[:n_clusters]
     else:
         colours = list(plt.get_cmap("turbo")(np.linspace(0.05, 0.95, n_clusters)))
     if noise_cluster is not None and 0 <= noise_cluster < n_clusters:
@@ -303,7 +310,7 @@ def plot_comparison(runs: pd.DataFrame, path: str | Path, title: str = "") -> Pa
     strategies = sorted(runs["strategy"].unique())
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(strategies) * max(len(benchmarks), 1)), 4))
     width = 0.8 / max(len(benchmarks), 1)
-    colours = plt.get_cmap("tab10").colors
+    colours = _palette("tab10")
     for b, name in enumerate(benchmarks):
         for s, strategy in enumerate(strategies):
             values = runs.loc[runs["strategy"] == strategy, f"acc:{name}"].dropna().to_numpy()
@@ -327,7 +334,7 @@ def plot_accuracy(table: pd.DataFrame, path: str | Path, title: str = "") -> Pat
     models = list(dict.fromkeys(table["model"]))
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(benchmarks))
-    colours = plt.get_cmap("tab10").colors
+    colours = _palette("tab10")
     fig, ax = plt.subplots(
         figsize=(max(5.0, 1.6 * len(benchmarks) * max(1, len(models)) / 2 + 3), 4.2),
         constrained_layout=True,

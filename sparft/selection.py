@@ -69,9 +69,9 @@ def allocate(
     by_remainder = sorted(range(k), key=lambda c: (-(exact[c] - quota[c]), -sizes_arr[c], c))
     for c in by_remainder[: budget - int(quota.sum())]:
         quota[c] += 1
-    for c in np.flatnonzero(quota == 0):
+    for empty in np.flatnonzero(quota == 0):
         quota[int(np.argmax(quota))] -= 1
-        quota[c] = 1
+        quota[empty] = 1
     return quota.tolist()
 
 

@@ -8,38 +8,19 @@ as artifacts, and the status FAILED with the error when the stage raises.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from sparft.config import Params
+    from sparft.stages.stage import Stage
+    from sparft.tracking_config import TrackingConfig
 
 MAX_PARAM_CHARS = 6000
-
-
-class TrackingConfig(BaseModel):
-    """The ``tracking`` section: where runs are recorded."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="Record stages and pipeline runs in MLflow.")
-    uri: str = Field(
-        "sqlite:///mlflow.db",
-        description="MLflow tracking URI; the default is a SQLite file in the project folder. "
-        "Env MLFLOW_TRACKING_URI overrides.",
-    )
-    experiment: str = Field("sparft", description="One experiment per project.")
-    log_model: bool = Field(
-        True, description="Log the trained policy as an MLflow model (transformers flavour)."
-    )
-    registered_model: str | None = Field(
-        "sparft-policy", description="Model Registry name for trained policies; null: no registry."
-    )
 
 
 PINNED = ("torch", "transformers", "accelerate", "peft", "safetensors", "tokenizers")
@@ -97,28 +78,25 @@ def tracked_run(
             raise
 
 
-def run_stage(
-    name: str,
-    params: Params,
-    fn: Callable[[Params], dict[str, Any]],
-    artifacts: tuple[Path, ...] = (),
-) -> dict[str, Any]:
-    """Run one stage inside its own (nested) MLflow run."""
-    with tracked_run(name, params, tags={"sparft.stage": name}) as run:
+def run_stage(stage: Stage, params: Params) -> dict[str, Any]:
+    """Run one stage inside its own (nested) MLflow run: the flattened params, the summary's
+    numbers as metrics, the files its declaration names as artifacts, and the policy it
+    declares (if any) as an MLflow model."""
+    with tracked_run(stage.name, params, tags={"sparft.stage": stage.name}) as run:
         if run is None:
-            return fn(params)
+            return stage.run(params)
         import mlflow
 
         mlflow.log_params(flatten(params.model_dump(mode="json")))
-        summary = fn(params)
+        summary = stage.run(params)
         metrics = numeric_metrics(summary)
         if metrics:
             mlflow.log_metrics(metrics)
-        for path in artifacts:
-            if path.is_file():
-                mlflow.log_artifact(str(path), artifact_path=name)
-        if name == "train" and params.tracking.log_model:
-            log_policy(params, summary)
+        for path in stage.mlflow:
+            if Path(path).is_file():
+                mlflow.log_artifact(path, artifact_path=stage.name)
+        if stage.policy and params.tracking.log_model:
+            log_policy(params, summary, stage.policy)
         return summary
 
 
@@ -129,7 +107,7 @@ def pip_requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in PINNED]
 
 
-def log_policy(params: Params, summary: dict[str, Any], folder: str = "data/train/model") -> Any:
+def log_policy(params: Params, summary: dict[str, Any], folder: str) -> Any:
     """Log the trained policy as an MLflow transformers model and register it.
 
     A LoRA adapter is merged into its base first (MLflow's PEFT round trip does not restore the
@@ -139,7 +117,7 @@ def log_policy(params: Params, summary: dict[str, Any], folder: str = "data/trai
     import mlflow
     from transformers import pipeline
 
-    from sparft.evaluation import is_lora_adapter, resolve_model
+    from sparft.models import is_lora_adapter, resolve_model
 
     lora = is_lora_adapter(folder)
     pipe = pipeline("text-generation", model=resolve_model(folder))

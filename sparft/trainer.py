@@ -24,12 +24,13 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
 from accelerate.utils import gather_object
+from transformers import PreTrainedTokenizerBase
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import nanstd
@@ -129,7 +130,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.curriculum = curriculum
-        self._rows = {str(row["id"]): row for row in self.train_dataset}
+        self._rows = {str(row["id"]): row for row in cast(Any, self.train_dataset)}
         self._solve_index = self.reward_func_names.index(solve_reward)
         self._gathered: torch.Tensor | None = None
         self._generation_seconds = 0.0
@@ -144,21 +145,25 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             )
         curriculum.bind_rollout(self._reference_rollout)
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
+    def _calculate_rewards(
+        self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any
+    ) -> torch.Tensor:
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._gathered = rewards
         return rewards
 
-    def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
+    def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
+        assert self.model is not None
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         started = perf_counter()
         self._rollout_seconds = 0.0
-        budget = self.args.generation_batch_size
+        budget = int(cast(GRPOConfig, self.args).generation_batch_size or 0)
         procs = self.accelerator.num_processes
         replayed = self._draw_replay(budget, procs)
         fresh = budget - sum(len(rows) for _, rows in replayed)
-        n_prompts = max(1, min(fresh, round(budget // self.num_generations * fresh / budget)))
+        prompts_per_step = budget // int(self.num_generations or 1)
+        n_prompts = max(1, min(fresh, round(prompts_per_step * fresh / budget)))
         plan = self.curriculum.plan(n_prompts, fresh)
         rows = [self._rows[a.prompt_id] for a in plan for _ in range(a.rollouts)]
         per_rank = fresh // procs
@@ -209,7 +214,9 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         metrics["time/curriculum_s"].append(own_seconds + perf_counter() - scored)
         return output
 
-    def _groups(self, plan: Sequence[Any], gathered: torch.Tensor, advantages: torch.Tensor):  # type: ignore[no-untyped-def]
+    def _groups(
+        self, plan: Sequence[Any], gathered: torch.Tensor, advantages: torch.Tensor
+    ) -> list[Group]:
         """One ``Group`` per planned prompt from the gathered rewards and the advantages."""
         total, solved = self._totals(gathered)
         adv = advantages.detach().cpu().numpy()
@@ -234,9 +241,9 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         """Each prompt's ``n`` correctness values under the current policy, sampled at
         ``temperature``; the rows are shared out over the processes and gathered back."""
         began = perf_counter()
-        func = self.reward_funcs[self._solve_index]
-        if isinstance(func, torch.nn.Module):
+        if isinstance(self.reward_funcs[self._solve_index], torch.nn.Module | str):
             raise NotImplementedError("reference rollouts with a reward model: not done")
+        func = cast(Callable[..., list[float | None]], self.reward_funcs[self._solve_index])
         rows = [self._rows[i] for i in ids for _ in range(n)]
         procs, rank = self.accelerator.num_processes, self.accelerator.process_index
         share = math.ceil(len(rows) / procs)
@@ -257,7 +264,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         return [np.asarray(flat[i * n : (i + 1) * n], dtype=float) for i in range(len(ids))]
 
     def _sample(self, prompts: list[Any], temperature: float) -> list[str]:
-        tokenizer = self.processing_class
+        tokenizer = cast(PreTrainedTokenizerBase, self.processing_class)
         texts: list[str] = []
         chunk = self.args.per_device_train_batch_size
         with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
@@ -265,7 +272,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             model.eval()
             try:
                 for at in range(0, len(prompts), chunk):
-                    enc = tokenizer.apply_chat_template(
+                    enc = cast(Any, tokenizer.apply_chat_template)(
                         prompts[at : at + chunk], add_generation_prompt=True, tokenize=True,
                         padding=True, return_tensors="pt", return_dict=True,
                     ).to(self.accelerator.device)  # fmt: skip
@@ -301,7 +308,13 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                 picked.pop()
         return picked
 
-    def _logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask):  # type: ignore[no-untyped-def]
+    def _logps(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+    ) -> torch.Tensor:
         """Per-token log-probabilities of the completions under the current policy."""
         with torch.no_grad():
             logps, _, _ = self._get_per_token_logps_and_entropies(
@@ -313,7 +326,9 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             )
         return logps
 
-    def _stored_groups(self, output: dict[str, Any], plan: Sequence[Any], gathered: torch.Tensor):  # type: ignore[no-untyped-def]
+    def _stored_groups(
+        self, output: dict[str, Any], plan: Sequence[Any], gathered: torch.Tensor
+    ) -> list[StoredGroup]:
         """This step's fresh groups as the buffer keeps them, from every process's rows."""
         behaviour = output.get("old_per_token_logps")
         if behaviour is None:
@@ -349,16 +364,24 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                     total=total[at : at + a.rollouts],
                     correct=solved[at : at + a.rollouts],
                     behaviour_logps=[rows[j][2] for j in span],
-                    ref_logps=None if ref is None else [rows[j][3] for j in span],
+                    ref_logps=None if ref is None else [cast(np.ndarray, rows[j][3]) for j in span],
                 )
             )
             at += a.rollouts
         return groups
 
-    def _with_replay(self, output, plan, gathered, replayed, start):  # type: ignore[no-untyped-def]
+    def _with_replay(
+        self,
+        output: dict[str, Any],
+        plan: Sequence[Any],
+        gathered: torch.Tensor,
+        replayed: list[tuple[StoredGroup, np.ndarray]],
+        start: int,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The fresh batch with this process's share of the replayed rows appended; advantages
         become per-token ``A * pi_old / mu`` (1 for fresh rows). The step's fresh groups then
         enter the buffer (after the draw, so a group is never replayed in its own step)."""
+        assert self.buffer is not None
         unsupported = {"pixel_values", "tool_mask", "importance_sampling_ratio"} & set(output)
         if unsupported:
             raise NotImplementedError(f"train.replay with {sorted(unsupported)}: not done")
@@ -429,8 +452,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                 [widen(output["old_per_token_logps"], 0.0, "right", width_c), pi_old]
             )
         if "ref_per_token_logps" in output:
-            ref = _pad([torch.as_tensor(g.ref_logps[r]).float() for g, r in mine], 0.0, "right",
-                       width_c).to(device)  # fmt: skip
+            stored_ref = [torch.as_tensor((g.ref_logps or [])[r]).float() for g, r in mine]
+            ref = _pad(stored_ref, 0.0, "right", width_c).to(device)
             merged["ref_per_token_logps"] = torch.cat(
                 [widen(output["ref_per_token_logps"], 0.0, "right", width_c), ref]
             )
@@ -439,7 +462,9 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self.buffer.add(stored)
         return merged, extra
 
-    def training_step(self, model, inputs, num_items_in_batch):  # type: ignore[no-untyped-def]
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
         before = self._generation_seconds
         started = perf_counter()
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -447,7 +472,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self._metrics["train"]["time/update_s"].append(spent)
         return loss
 
-    def _save_checkpoint(self, model, trial):  # type: ignore[no-untyped-def]
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
         # Written before TRL's files, whose trainer_state.json marks the checkpoint complete.
         folder = Path(self._get_output_dir(trial=trial))
         folder = folder / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
@@ -460,7 +485,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             save_state(state, folder)
         super()._save_checkpoint(model, trial)
 
-    def _load_optimizer_and_scheduler(self, checkpoint):  # type: ignore[no-untyped-def]
+    def _load_optimizer_and_scheduler(self, checkpoint: Any) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
             state = load_state(checkpoint)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import tiny_overrides
 from typer.testing import CliRunner
 
 from sparft.cli import app
 from sparft.stages import STAGES
+from sparft.testing import tiny_overrides
 
 runner = CliRunner()
 

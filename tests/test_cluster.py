@@ -176,7 +176,7 @@ def test_stage_outputs_and_stale_probe(tmp_path: Path, monkeypatch: pytest.Monke
     ids = np.array([f"q{i}" for i in range(200)])
     save_embeddings(Embeddings(ids, reduced, "fake"), "data/reduced.npz", key="reduced")
     write_parquet(pd.DataFrame({"id": ids, "solve_rate": 1 - difficulty}), "data/probe.parquet")
-    summary = STAGES["cluster"](Params.model_validate({"cluster": {"k": 4}}))
+    summary = STAGES["cluster"].run(Params.model_validate({"cluster": {"k": 4}}))
     assert summary["clusters"] == 4 and summary["questions"] == 200
     table = pd.read_parquet("data/clusters.parquet")
     assert list(table.columns) == ["id", "cluster", "difficulty", "noise"]
@@ -186,5 +186,5 @@ def test_stage_outputs_and_stale_probe(tmp_path: Path, monkeypatch: pytest.Monke
     before = Path("data/clusters.parquet").read_bytes()
     write_parquet(pd.DataFrame({"id": ["new"], "solve_rate": [0.5]}), "data/probe.parquet")
     with pytest.raises(DataError, match=r"data/probe.parquet: 1 probed questions have no emb"):
-        STAGES["cluster"](Params())
+        STAGES["cluster"].run(Params())
     assert Path("data/clusters.parquet").read_bytes() == before

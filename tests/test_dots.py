@@ -136,7 +136,7 @@ def test_predictor_stage_writes_predictor_metrics_and_plot(
         "data/probe.parquet"
     )
     params = Params(dots=DotsConfig(hidden=32, epochs=10))
-    summary = STAGES["dots_predictor"](params)
+    summary = STAGES["dots_predictor"].run(params)
     assert summary["questions"] == 120 and summary["held_out"] == 24
     assert Path("data/dots/predictor.pt").exists()
     metrics = json.loads(Path("data/dots/metrics.json").read_text())

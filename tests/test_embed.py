@@ -119,14 +119,14 @@ def test_stage_writes_npz_and_refuses_bad_input(
     bad = TEXTS[3]
     monkeypatch.setattr("sparft.embed.load_encoder", lambda cfg: FakeEncoder(bad=bad))
     _train(tmp_path, TEXTS[:3])
-    summary = STAGES["embed"](Params())
+    summary = STAGES["embed"].run(Params())
     assert summary["questions"] == 3 and summary["dimensions"] == 4
     assert load_embeddings("data/embeddings.npz").ids.tolist() == ["q0", "q1", "q2"]
     before = Path("data/embeddings.npz").read_bytes()
     _train(tmp_path, TEXTS[:5])
     with pytest.raises(DataError, match=r"not finite.*q3"):
-        STAGES["embed"](Params())
+        STAGES["embed"].run(Params())
     assert Path("data/embeddings.npz").read_bytes() == before  # old output left whole
     _train(tmp_path, [])
     with pytest.raises(DataError, match=r"data/train.parquet: no questions to embed \(stage embed"):
-        STAGES["embed"](Params())
+        STAGES["embed"].run(Params())

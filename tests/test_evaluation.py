@@ -15,7 +15,7 @@ from conftest import needs_shared
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from sparft import evaluation
+from sparft import evaluation, models
 from sparft.arithmetic import ArithmeticConfig
 from sparft.cli import app
 from sparft.config import ConfigError, Params, load_params
@@ -28,14 +28,14 @@ from sparft.evaluation import (
     evaluate,
     limit_questions,
     load_benchmark,
+    locate_model,
     metrics_dict,
     pass_at_k,
-    resolve_model,
     score_results,
 )
 from sparft.generation import Completion, GenerationConfig, PromptResult
 from sparft.io import write_parquet
-from sparft.models import ModelNotAvailableError
+from sparft.models import ModelNotAvailableError, resolve_model
 from sparft.prompts import PromptConfig
 from sparft.stages import evaluate as stage
 
@@ -197,13 +197,13 @@ def test_lora_adapter_is_merged_once_and_evaluated(
 
     adapter = _make_adapter(tiny_lm_dir, in_tmp / "adapter")
     merges: list[Path] = []
-    real_merge = evaluation._merge
+    real_merge = models._merge
 
     def counting_merge(*args: object) -> None:
         merges.append(Path(str(args[0])))
         real_merge(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(evaluation, "_merge", counting_merge)
+    monkeypatch.setattr(models, "_merge", counting_merge)
     merged = Path(resolve_model(str(adapter)))
     assert merged.parent == in_tmp / "cache" / "merged" and (merged / "config.json").is_file()
     assert resolve_model(str(adapter)) == str(merged) and len(merges) == 1
@@ -241,7 +241,7 @@ def test_unknown_benchmark_lists_the_allowed_ones(in_tmp: Path) -> None:
 
 def test_missing_trained_model_says_what_to_do(in_tmp: Path) -> None:
     with pytest.raises(ModelNotAvailableError, match="run the train stage first or set evaluate"):
-        resolve_model("trained")
+        locate_model("trained", in_tmp / "data" / "train" / "model")
     result = runner.invoke(app, ["eval"])
     assert result.exit_code == 2 and "run the train stage first" in result.output
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import TINY_SETTINGS
 
 from sparft.stages import STAGES
+from sparft.testing import TINY_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -36,13 +36,13 @@ STAGE_NAMES = list(STAGES)  # load, embed, reduce, probe, cluster, select, dots_
 # ----------------------------------------------------------------------------- fast unit tests
 
 
-def test_specs_are_read_from_dvc_yaml() -> None:
-    from flows.pipeline import load_specs
+def test_specs_come_from_the_stage_declarations() -> None:
+    from flows.dvc_state import all_specs
     from sparft.config import Params
 
     config = Params().model_dump(mode="json")
     config["data"]["out"] = "data/elsewhere.parquet"
-    specs = load_specs(ROOT / "dvc.yaml", config)
+    specs = all_specs(config)
     assert list(specs) == STAGE_NAMES
     embed = specs["embed"]
     assert embed.deps[0] == "data/elsewhere.parquet"  # ${data.out} resolved from the config
@@ -54,7 +54,7 @@ def test_specs_are_read_from_dvc_yaml() -> None:
 
 
 def test_stage_key_follows_content_params_and_source(tmp_path: Path) -> None:
-    from flows.pipeline import StageSpec, stage_key
+    from flows.dvc_state import StageSpec, stage_key
 
     (tmp_path / "data").mkdir()
     (tmp_path / "sparft").mkdir()
@@ -83,12 +83,12 @@ def test_stage_key_follows_content_params_and_source(tmp_path: Path) -> None:
 def test_retries_only_transient_errors() -> None:
     from prefect.states import Failed
 
-    from flows.pipeline import _transient
+    from flows.tasks import transient
     from sparft.config import ConfigError
     from sparft.data import DataError
 
     def retried(err: BaseException) -> bool:
-        return _transient(None, None, Failed(data=err))  # type: ignore[arg-type]
+        return transient(None, None, Failed(data=err))  # type: ignore[arg-type]
 
     assert retried(ConnectionResetError("peer reset"))
     assert retried(RuntimeError("CUDA out of memory"))
@@ -100,7 +100,7 @@ def test_retries_only_transient_errors() -> None:
 
 def test_compare_grid_and_inputs() -> None:
     from flows.compare import expand, metrics_table, variant_inputs
-    from flows.pipeline import load_specs
+    from flows.dvc_state import all_specs
     from sparft.config import Params
 
     variants = expand({"train.curriculum": ["sparft", "uniform"], "train.seed": [0, 1]})
@@ -111,7 +111,7 @@ def test_compare_grid_and_inputs() -> None:
         "curriculum=uniform,seed=1",
     ]
     assert variants[1][1] == ['train.curriculum="sparft"', "train.seed=1"]
-    specs = load_specs(ROOT / "dvc.yaml", Params().model_dump(mode="json"))
+    specs = all_specs(Params().model_dump(mode="json"))
     inputs = variant_inputs([specs["train"], specs["evaluate"]])
     # what train and evaluate read but do not write; the model they pass on is not copied
     assert inputs == [
@@ -131,16 +131,17 @@ def test_compare_grid_and_inputs() -> None:
 
 
 def test_stage_headline_lists_the_summary_numbers() -> None:
-    from flows.pipeline import headline
+    from flows.tasks import headline
 
     summary = {"questions": 64, "solve_rate": 0.21875, "noisy": True, "by_label": {"1": 0.5}}
     assert headline(summary) == ": questions 64, solve_rate 0.2188"
+    assert headline(summary, keys=("solve_rate",)) == ": solve_rate 0.2188"
     assert headline({"notes": []}) == ""
     assert headline({f"m{i}": i for i in range(9)}, most=2) == ": m0 0, m1 1"
 
 
 def test_dvc_lock_is_skipped_outside_a_dvc_repo(tmp_path: Path) -> None:
-    from flows.pipeline import DvcLock, StageSpec
+    from flows.dvc_state import DvcLock, StageSpec
 
     lock = DvcLock(tmp_path)
     assert lock.commit([StageSpec("load", (), ("data",), ())], {"data": {}}) == []
@@ -338,6 +339,7 @@ def test_flow_run_leaves_dvc_up_to_date(project: Project) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_second_run_takes_every_stage_from_cache(project: Project, server: Server) -> None:
     flow_run_id, states, out = _run_on_server(project, server)
     assert states == dict.fromkeys(STAGE_NAMES, "Cached")
@@ -367,6 +369,7 @@ def test_second_run_takes_every_stage_from_cache(project: Project, server: Serve
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_missing_output_reruns_only_its_stage(project: Project, server: Server) -> None:
     (project.root / "data" / "plots" / "subset_map.png").unlink()  # an output of select
     _, states, _ = _run_on_server(project, server)
@@ -377,8 +380,9 @@ def test_missing_output_reruns_only_its_stage(project: Project, server: Server) 
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_param_change_reruns_the_same_stages_as_dvc_repro(project: Project, server: Server) -> None:
-    from flows.pipeline import path_digest
+    from flows.dvc_state import path_digest
 
     model = project.root / "data" / "train" / "model"
     model_before = path_digest(model)
@@ -399,6 +403,7 @@ def test_param_change_reruns_the_same_stages_as_dvc_repro(project: Project, serv
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_served_deployment_runs_on_trigger(project: Project, server: Server) -> None:
     from prefect.deployments import run_deployment
 
@@ -454,6 +459,7 @@ def _wait_for(probe: Any, timeout: float) -> Any:
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_compare_flow_maps_variants_in_working_copies(project: Project, server: Server) -> None:
     args = [sys.executable, "-m", "flows.compare", "--grid", "train.curriculum=sparft,uniform"]
     env = project.env(server.wait(), project.root.parent / "prefect-client")
@@ -498,3 +504,29 @@ def test_compare_flow_maps_variants_in_working_copies(project: Project, server: 
     assert "sparft (thompson, negated-solve-rate)" in strategies and "uniform" in strategies
     assert (project.root / "data" / "compare" / "compare.png").stat().st_size > 0
     assert "Data and pipelines are up to date" in project.run(["dvc", "status"])
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_editing_the_prompt_code_reruns_probe_train_and_evaluate(
+    project: Project, server: Server
+) -> None:
+    """The stages that build prompts depend on ``sparft/prompts.py`` through their import
+    closure: a change to it reruns them in ``dvc repro`` and in ``sparft run`` alike, and the
+    stages that never build a prompt stay cached."""
+    prompts = project.root / "sparft" / "prompts.py"
+    prompts.write_text(prompts.read_text() + "\n# a change to the prompt builder's code\n")
+    twin = project.root.parent / "twin-prompts"
+    shutil.copytree(project.root, twin, symlinks=True)
+    repro = Project(twin, project.results).run(["dvc", "repro"])
+    for stage in ("probe", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in repro, stage
+    for stage in ("load", "embed", "reduce"):
+        assert f"Running stage '{stage}'" not in repro, stage
+
+    _, states, _ = _run_on_server(project, server)
+    for stage in ("probe", "train", "evaluate"):
+        assert states[stage] == "Completed", (stage, states)
+    for stage in ("load", "embed", "reduce"):
+        assert states[stage] == "Cached", (stage, states)
+    _dvc_is_clean(project)

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from conftest import tiny_sentences
 from pydantic import ValidationError
 
 from sparft.generation import (
@@ -27,6 +26,7 @@ from sparft.generation import (
     make_backend,
 )
 from sparft.models import load_causal_lm
+from sparft.testing import tiny_sentences
 
 # A few fixed prompts of clearly different lengths (so sorting really reorders them).
 PROMPTS = tiny_sentences(14, seed=5)
@@ -383,6 +383,7 @@ def smollm2_expected(smollm2: tuple[Any, Any], smollm2_dir: Path) -> list[Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_server_backend_against_real_server(
     openai_server: str, smollm2: tuple[Any, Any], smollm2_expected: list[Any], smollm2_dir: Path
 ) -> None:
@@ -445,6 +446,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.slow
+@pytest.mark.vllm
 def test_vllm_backend_in_process(
     smollm2_dir: Path, smollm2_expected: list[Any], tmp_path: Path
 ) -> None:

@@ -82,7 +82,7 @@ def test_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     ids = np.array([f"q{i}" for i in range(60)])
     save_embeddings(Embeddings(ids, blobs(), "fake"), "data/embeddings.npz")
-    summary = STAGES["reduce"](Params.model_validate({"reduce": {"n_components": 4}}))
+    summary = STAGES["reduce"].run(Params.model_validate({"reduce": {"n_components": 4}}))
     assert summary["n_components"] == 4 and summary["input_dimensions"] == 20
     reduced = load_embeddings("data/reduced.npz", key="reduced")
     assert reduced.ids.tolist() == ids.tolist() and reduced.matrix.shape == (60, 4)

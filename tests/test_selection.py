@@ -126,7 +126,7 @@ def test_stage_chain_writes_subset(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         }
     )
     for name in ("reduce", "probe", "cluster", "select"):
-        STAGES[name](params)
+        STAGES[name].run(params)
     subset = pd.read_parquet("data/subset.parquet")
     assert len(subset) == 12 and subset["id"].is_unique
     assert set(frame.columns) | {"cluster", "difficulty", "rank"} == set(subset.columns)
@@ -137,7 +137,7 @@ def test_stage_chain_writes_subset(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert Path("data/plots/subset_map.png").read_bytes()[:4] == b"\x89PNG"
 
     params = params.model_copy(update={"select": SelectConfig(budget=500)})
-    assert STAGES["select"](params)["selected"] == len(frame)  # budget over the data: all
+    assert STAGES["select"].run(params)["selected"] == len(frame)  # budget over the data: all
     assert (
         "the subset is every question"
         in json.loads(Path("data/select_summary.json").read_text())["notes"][0]
@@ -145,7 +145,7 @@ def test_stage_chain_writes_subset(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     before = Path("data/subset.parquet").read_bytes()
     params = params.model_copy(update={"select": SelectConfig(budget=2)})
     with pytest.raises(DataError, match=r"select.budget=2 is smaller than the number of clusters"):
-        STAGES["select"](params)
+        STAGES["select"].run(params)
     assert Path("data/subset.parquet").read_bytes() == before
 
 
@@ -155,10 +155,10 @@ def test_stage_chain_too_few_questions(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     _prepare(tmp_path, per_grade=1)
     params = Params.model_validate({"probe": {"source": "label"}, "cluster": {"k": 10}})
-    STAGES["reduce"](params)
-    STAGES["probe"](params)
+    STAGES["reduce"].run(params)
+    STAGES["probe"].run(params)
     with pytest.raises(DataError, match=r"cluster.k=10 but only 8 questions"):
-        STAGES["cluster"](params)
+        STAGES["cluster"].run(params)
     assert not Path("data/clusters.parquet").exists()
 
 
@@ -185,7 +185,7 @@ def test_phase_one_on_real_math_questions(tmp_path: Path, monkeypatch: pytest.Mo
         }
     )
     phase_one = ("load", "embed", "reduce", "probe", "cluster", "select")
-    summaries = {name: STAGES[name](params) for name in phase_one}
+    summaries = {name: STAGES[name].run(params) for name in phase_one}
     assert summaries["embed"]["questions"] == 200 and summaries["embed"]["dimensions"] == 384
     assert summaries["reduce"]["n_components"] == 16
     assert summaries["cluster"]["clusters"] == 8

@@ -45,7 +45,7 @@ def make_curriculum(name: str, frame: pd.DataFrame, params: Any) -> Curriculum:
         raise ValueError(f"unknown curriculum {name!r} (allowed: {', '.join(CURRICULA)})")
     cls, section = CURRICULA[name]
     train = params.train
-    curriculum = cls(frame, getattr(params, section) if section else None, seed=train.seed)
+    curriculum = cls(frame, getattr(params, section) if section else None, train.seed)
     method = cls.default_allocation if train.allocation == "auto" else train.allocation
     budget = train.prompts_per_step * train.num_generations
     check_budget(method, params.allocation, train.prompts_per_step, train.num_generations, budget)

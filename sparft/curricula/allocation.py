@@ -153,12 +153,12 @@ def knapsack_counts(
             extras = np.arange(hi + 1)
             gains = group_value(rates[i], floor + extras, value)
             new = np.full(spare + 1, -np.inf)
-            for extra, gain in zip(extras, gains, strict=True):
+            for more, gain in zip(extras.tolist(), gains, strict=True):
                 candidate = np.full(spare + 1, -np.inf)
-                candidate[extra:] = best[: spare + 1 - extra] + gain
+                candidate[more:] = best[: spare + 1 - more] + gain
                 better = candidate > new
                 new[better] = candidate[better]
-                choice[row, better] = extra
+                choice[row, better] = more
             best = new
         used = int(np.argmax(best))  # the best total value over every budget up to the spare
         for row in range(len(items) - 1, -1, -1):
@@ -168,9 +168,9 @@ def knapsack_counts(
     left = budget - int(counts.sum())
     for group in (np.flatnonzero(rates == 0.0), np.arange(n)):
         while left > 0 and group.size and (counts[group] < cap).any():
-            for i in group:
-                if left and counts[i] < cap:
-                    counts[i] += 1
+            for at in group.tolist():
+                if left and counts[at] < cap:
+                    counts[at] += 1
                     left -= 1
     return counts
 

@@ -131,7 +131,8 @@ class Curriculum(ABC):
         """A frame column the method needs beyond the question's own (its arms), if any."""
         return None
 
-    def __init__(self, frame: pd.DataFrame, seed: int = 0) -> None:
+    def __init__(self, frame: pd.DataFrame, cfg: Any = None, seed: int = 0) -> None:
+        """``cfg`` is the method's settings (its params section), None for a method with none."""
         if frame.empty:
             raise ValueError("a curriculum needs at least one training prompt")
         self.frame = frame.reset_index(drop=True)
@@ -306,7 +307,7 @@ def save_state(state: dict[str, Any], folder: str | Path) -> None:
     arrays: dict[str, np.ndarray] = {}
     plain = _split_arrays(state, arrays, "")
     with atomic_path(folder / STATE_ARRAYS) as tmp, tmp.open("wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stubs: allow_pickle
     write_json(plain, folder / STATE_JSON)
 
 

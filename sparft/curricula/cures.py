@@ -47,14 +47,14 @@ class CuresCurriculum(Curriculum):
     default_allocation = "variance"
 
     def __init__(self, frame: pd.DataFrame, cfg: CuresConfig, seed: int = 0) -> None:
-        super().__init__(frame, seed)
+        super().__init__(frame, seed=seed)
         self.cfg = cfg
         self.alpha = self.stats.correct + 1.0
         self.beta = (self.stats.rollouts - self.stats.correct) + 1.0
 
     def posterior(self, index: np.ndarray | int | None = None) -> np.ndarray:
-        index = slice(None) if index is None else index
-        return self.alpha[index] / (self.alpha[index] + self.beta[index])
+        at: np.ndarray | int | slice = slice(None) if index is None else index
+        return self.alpha[at] / (self.alpha[at] + self.beta[at])
 
     def weights(self) -> np.ndarray:
         """Sampling probability of every prompt."""

@@ -45,7 +45,7 @@ class DumpCurriculum(Curriculum):
         return str(cfg.arms)
 
     def __init__(self, frame: pd.DataFrame, cfg: DumpConfig, seed: int = 0) -> None:
-        super().__init__(frame, seed)
+        super().__init__(frame, seed=seed)
         self.cfg = cfg
         labels, self.members = arm_members(self.frame, cfg.arms, "dump")
         self.arm_labels = [str(label) for label in labels]

@@ -8,6 +8,7 @@ prompt repeated; the arm's observation is the step's solve rate over all its rol
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ class SparftCurriculum(Curriculum):
         return "cluster"
 
     def __init__(self, frame: pd.DataFrame, cfg: BanditConfig, seed: int = 0) -> None:
-        super().__init__(frame, seed)
+        super().__init__(frame, seed=seed)
         labels, self.members = arm_members(self.frame, "cluster", "sparft")
         self.arm_labels = [int(label) for label in labels]
         self.queues: list[list[str]] = [[] for _ in labels]
@@ -52,7 +53,7 @@ class SparftCurriculum(Curriculum):
             picked.append(self.queues[arm].pop())
         return picked, {"arm": arm, "cluster": self.arm_labels[arm]}
 
-    def _learn(self, groups: list[Group]) -> dict[str, Any]:
+    def _learn(self, groups: Sequence[Group]) -> dict[str, Any]:
         correct = np.concatenate([g.correct for g in groups])
         reward = self.bandit.update(self._record["arm"], float(correct.mean()))
         return {"bandit_reward": reward}

@@ -13,7 +13,7 @@ class UniformCurriculum(Curriculum):
     """Every prompt once per epoch, in a fresh seeded order each epoch."""
 
     def __init__(self, frame: pd.DataFrame, cfg: None = None, seed: int = 0) -> None:
-        super().__init__(frame, seed)
+        super().__init__(frame, seed=seed)
         self.queue: list[str] = []
 
     def _select(self, n: int) -> tuple[list[str], dict[str, Any]]:

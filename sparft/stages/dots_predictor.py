@@ -11,33 +11,29 @@ plot of predicted against measured rates.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
-from sparft.config import Params
-from sparft.curricula.dots.predictor import (
-    TrainSettings,
-    error_metrics,
-    knn_rates,
-    predict,
-    save_predictor,
-    train_predictor,
-)
-from sparft.data import DataError
-from sparft.embed import load_embeddings
-from sparft.io import write_json
-from sparft.plots import plot_predicted_rates
 from sparft.stages.embed import OUT as EMBEDDINGS
+from sparft.stages.probe import OUT as PROBE
+from sparft.stages.stage import Stage
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sparft.config import Params
 
 METRICS = Path("data/dots/metrics.json")
 PLOT = Path("data/plots/dots_predictor.png")
-ARTIFACTS = (METRICS, PLOT)
 
 
 def training_rows(params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(embedding rows, solve rates, group per row, question ids) from every probe file."""
+    import numpy as np
+    import pandas as pd
+
+    from sparft.data import DataError
+    from sparft.embed import load_embeddings
+
     emb = load_embeddings(EMBEDDINGS)
     position = {qid: i for i, qid in enumerate(emb.ids.tolist())}
     rows, rates, groups, ids = [], [], [], []
@@ -66,6 +62,19 @@ def training_rows(params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, l
 
 
 def run(params: Params) -> dict[str, Any]:
+    import numpy as np
+
+    from sparft.curricula.dots.predictor import (
+        TrainSettings,
+        error_metrics,
+        knn_rates,
+        predict,
+        save_predictor,
+        train_predictor,
+    )
+    from sparft.io import write_json
+    from sparft.plots import plot_predicted_rates
+
     cfg = params.dots
     x, y, groups, ids = training_rows(params)
     rng = np.random.default_rng(cfg.seed)
@@ -109,3 +118,16 @@ def run(params: Params) -> dict[str, Any]:
     title = f"{summary['judged_on']}: MAE {p['mae']:.3f}, Pearson {p['pearson']:.2f}"
     plot_predicted_rates(measured, predicted, PLOT, title)
     return summary
+
+
+STAGE = Stage(
+    name="dots_predictor",
+    module=__name__,
+    description="DOTS's difficulty predictor, trained on the probed solve rates",
+    inputs=(str(EMBEDDINGS), str(PROBE)),
+    outs=("${dots.predictor}",),
+    metrics=(str(METRICS),),
+    plots=(str(PLOT),),
+    params=("dots",),
+    mlflow=(str(METRICS), str(PLOT)),
+)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sparft.config import Params
-from sparft.data import DataError, read_dataset
-from sparft.embed import embed_questions, save_embeddings
-from sparft.io import write_json
+from sparft.stages.stage import Stage
+
+if TYPE_CHECKING:
+    from sparft.config import Params
 
 OUT = Path("data/embeddings.npz")
 SUMMARY = Path("data/embed_summary.json")
-ARTIFACTS = (SUMMARY,)
 
 
 def run(params: Params) -> dict[str, Any]:
+    from sparft.data import DataError, read_dataset
+    from sparft.embed import embed_questions, save_embeddings
+    from sparft.io import write_json
+
     cfg = params.embed
     frame = read_dataset(params.data.out)
     if frame.empty:
@@ -35,3 +38,15 @@ def run(params: Params) -> dict[str, Any]:
     }
     write_json(summary, SUMMARY)
     return summary
+
+
+STAGE = Stage(
+    name="embed",
+    module=__name__,
+    description="embed every question",
+    inputs=("${data.out}",),
+    outs=(str(OUT),),
+    metrics=(str(SUMMARY),),
+    params=("embed",),
+    mlflow=(str(SUMMARY),),
+)

@@ -11,19 +11,23 @@ summary's numbers, refuses ``@`` in metric names.
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sparft.config import Params
-from sparft.evaluation import EvalReport, EvaluateConfig, evaluate
-from sparft.io import write_json, write_parquet
-from sparft.plots import plot_accuracy
+from sparft.stages.stage import Artifact, Report, Stage
+from sparft.stages.train import MODEL as TRAINED_MODEL
+
+if TYPE_CHECKING:
+    from sparft.config import Params
+    from sparft.evaluation import EvalReport, EvaluateConfig
 
 OUT_DIR = Path("data/eval")
 RESULTS = OUT_DIR / "results.parquet"
 METRICS = OUT_DIR / "metrics.json"
 PLOT = Path("data/plots/eval_accuracy.png")
-ARTIFACTS = (PLOT, METRICS, RESULTS)
 
 
 def run_evaluation(
@@ -32,14 +36,22 @@ def run_evaluation(
     out_dir: Path = OUT_DIR,
     plot: Path = PLOT,
 ) -> dict[str, Any]:
-    """Evaluate with ``cfg`` (default ``params.evaluate``), write the three files, summarise."""
+    """Evaluate with ``cfg`` (default ``params.evaluate``), write the three files, summarise.
+    ``model: trained`` is the train stage's policy folder."""
+    from sparft.evaluation import evaluate
+
     cfg = cfg or params.evaluate
-    report = evaluate(cfg, params.generation, params.prompt, params.data, params.arithmetic)
+    report = evaluate(
+        cfg, params.generation, params.prompt, params.data, params.arithmetic, trained=TRAINED_MODEL
+    )
     return write_report(report, out_dir, plot)
 
 
 def write_report(report: EvalReport, out_dir: Path = OUT_DIR, plot: Path = PLOT) -> dict[str, Any]:
     """Plot, results and metrics (in that order, so metrics mean the rest is there)."""
+    from sparft.io import write_json, write_parquet
+    from sparft.plots import plot_accuracy
+
     settings = report.settings
     title = (
         f"pass@1, {settings.get('n', 1)} sample(s) per question, "
@@ -69,3 +81,80 @@ def mlflow_safe(tree: dict[str, Any]) -> dict[str, Any]:
 
 def run(params: Params) -> dict[str, Any]:
     return run_evaluation(params)
+
+
+def report(summary: dict[str, Any], params: Params | None = None) -> list[Report]:
+    """One row per model and benchmark: accuracy with its standard error, then speed."""
+    metrics = {
+        label: {b: {k.replace("_at_", "@"): v for k, v in m.items()} for b, m in per.items()}
+        for label, per in summary["metrics"].items()
+    }
+    ks = sorted(
+        {
+            int(k[5:])
+            for per in metrics.values()
+            for m in per.values()
+            for k in m
+            if k.startswith("pass@") and k[5:].isdigit() and k != "pass@1"
+        }
+    )
+    settings = summary.get("settings", {})
+    title = (
+        f"evaluation: {settings.get('n')} sample(s) per question, "
+        f"T={settings.get('temperature')}, max {settings.get('max_new_tokens')} new tokens"
+    )
+    columns = ("model", "benchmark", "questions", "pass@1 ± se", *[f"pass@{k}" for k in ks])
+    columns += ("mean tokens", "truncated", "wall s", "questions/s", "tokens/s")
+    rows = []
+    for label, per in metrics.items():
+        for bench, m in per.items():
+            se = m.get("pass@1_se")
+            rows.append(
+                (
+                    label,
+                    bench,
+                    str(m["questions"]),
+                    f"{m['pass@1']:.3f}" + (f" ± {se:.3f}" if se is not None else ""),
+                    *[f"{m[f'pass@{k}']:.3f}" for k in ks],
+                    f"{m['mean_completion_tokens']:.0f}",
+                    f"{m['truncated_share']:.1%}",
+                    f"{m.get('wall_s', 0):.1f}",
+                    f"{m.get('questions_per_s', 0):.3g}",
+                    f"{m.get('tokens_per_s', 0):.3g}",
+                )
+            )
+    notes = [("note", str(n)) for n in summary.get("notes", [])]
+    return [Report(title, rows, columns), *([Report("notes", notes)] if notes else [])]
+
+
+def artifact(config: Mapping[str, Any]) -> Artifact | None:
+    """Held-out accuracy per model and benchmark, as a table artifact of the flow run."""
+    if not METRICS.is_file():
+        return None
+    metrics = json.loads(METRICS.read_text())
+
+    def cell(value: Any) -> Any:
+        return round(value, 4) if isinstance(value, float) and not math.isnan(value) else value
+
+    rows = [
+        {"model": model, "benchmark": bench, **{k: cell(v) for k, v in m.items()}}
+        for model, per in metrics.items()
+        for bench, m in per.items()
+    ]
+    return Artifact("sparft-evaluation", f"evaluation ({METRICS})", table=rows)
+
+
+STAGE = Stage(
+    name="evaluate",
+    module=__name__,
+    description="the trained model and its base on held-out benchmarks",
+    inputs=("${data.out}", str(TRAINED_MODEL)),
+    outs=(str(RESULTS),),
+    metrics=(str(METRICS),),
+    plots=(str(PLOT),),
+    params=("evaluate", "generation", "prompt", "arithmetic", "data"),
+    mlflow=(str(PLOT), str(METRICS), str(RESULTS)),
+    where=(("held-out evaluation", f"{METRICS}, {RESULTS}"),),
+    report=report,
+    artifact=artifact,
+)

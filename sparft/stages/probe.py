@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from sparft.stages.stage import Report, Stage
 
-from sparft.config import Params
-from sparft.data import read_dataset
-from sparft.generation import make_backend
-from sparft.io import write_json, write_parquet
-from sparft.models import prepare_model
-from sparft.plots import plot_solve_rate_histogram
-from sparft.probe import probe_with_labels, probe_with_model, sample_questions
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sparft.config import Params
 
 OUT = Path("data/probe.parquet")
 PROGRESS = Path("data/probe.progress.parquet")
 SUMMARY = Path("data/probe_summary.json")
 HISTOGRAM = Path("data/plots/probe_solve_rates.png")
-ARTIFACTS = (SUMMARY, HISTOGRAM)
 
 
 def summarise(frame: pd.DataFrame, probed: pd.DataFrame) -> dict[str, Any]:
@@ -42,6 +38,13 @@ def summarise(frame: pd.DataFrame, probed: pd.DataFrame) -> dict[str, Any]:
 
 
 def run(params: Params) -> dict[str, Any]:
+    from sparft.data import read_dataset
+    from sparft.generation import make_backend
+    from sparft.io import write_json, write_parquet
+    from sparft.models import prepare_model
+    from sparft.plots import plot_solve_rate_histogram
+    from sparft.probe import probe_with_labels, probe_with_model, sample_questions
+
     cfg = params.probe
     frame = sample_questions(read_dataset(params.data.out), cfg)
     if cfg.source == "label":
@@ -61,3 +64,27 @@ def run(params: Params) -> dict[str, Any]:
     PROGRESS.unlink(missing_ok=True)
     PROGRESS.with_suffix(".json").unlink(missing_ok=True)
     return summary
+
+
+def report(summary: dict[str, Any], params: Params) -> list[Report]:
+    rows = [
+        (label, str(row["questions"]), f"{row['solve_rate']:.3f}")
+        for label, row in summary.get("solve_rate_by_label", {}).items()
+    ]
+    rows.append(("all", str(summary["questions"]), f"{summary['solve_rate']:.3f}"))
+    title = f"probe solve rate over {summary['questions']} questions"
+    return [Report(title, rows, ("difficulty", "questions", "solve rate"))]
+
+
+STAGE = Stage(
+    name="probe",
+    module=__name__,
+    description="each question's solve rate under the probe model",
+    inputs=("${data.out}",),
+    outs=(str(OUT),),
+    metrics=(str(SUMMARY),),
+    plots=(str(HISTOGRAM),),
+    params=("probe", "generation", "prompt"),
+    mlflow=(str(SUMMARY), str(HISTOGRAM)),
+    report=report,
+)

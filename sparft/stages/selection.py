@@ -4,28 +4,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
-from sparft.config import Params
-from sparft.data import DataError, read_dataset
-from sparft.embed import load_embeddings
-from sparft.io import write_json, write_parquet
-from sparft.plots import map_coordinates, plot_cluster_map
-from sparft.selection import select_subset
 from sparft.stages.cluster import FEATURES
 from sparft.stages.cluster import OUT as CLUSTERS
 from sparft.stages.reduce import OUT as REDUCED
+from sparft.stages.stage import Stage
+
+if TYPE_CHECKING:
+    from sparft.config import Params
 
 OUT = Path("data/subset.parquet")
 SUMMARY = Path("data/select_summary.json")
 MAP_PLOT = Path("data/plots/subset_map.png")
-ARTIFACTS = (OUT, SUMMARY, MAP_PLOT)
 
 
 def run(params: Params) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+
+    from sparft.data import DataError, read_dataset
+    from sparft.embed import load_embeddings
+    from sparft.io import write_json, write_parquet
+    from sparft.plots import map_coordinates, plot_cluster_map
+    from sparft.selection import select_subset
+
     cfg = params.select
     if not CLUSTERS.exists():
         raise DataError(f"{CLUSTERS}: no such file (run the cluster stage first)")
@@ -84,3 +87,17 @@ def run(params: Params) -> dict[str, Any]:
     write_parquet(subset, OUT)
     write_json(summary, SUMMARY)
     return summary
+
+
+STAGE = Stage(
+    name="select",
+    module=__name__,
+    description="a small diverse subset per cluster",
+    inputs=("${data.out}", str(CLUSTERS), str(FEATURES), str(REDUCED)),
+    outs=(str(OUT),),
+    metrics=(str(SUMMARY),),
+    plots=(str(MAP_PLOT),),
+    params=("select",),
+    mlflow=(str(OUT), str(SUMMARY), str(MAP_PLOT)),
+    where=(("training subset", str(OUT)),),
+)

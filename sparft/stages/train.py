@@ -9,32 +9,22 @@ curriculum's first evidence of each question's solve rate (CurES's initial rollo
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
-from sparft.config import Params
-from sparft.curricula import make_curriculum, needs_column
-from sparft.curricula.base import PROBE_CORRECT, PROBE_ROLLOUTS
-from sparft.curricula.dots import EMBEDDING
-from sparft.data import DataError, read_dataset
-from sparft.embed import load_embeddings
-from sparft.io import write_json, write_parquet
-from sparft.models import prepare_model
-from sparft.plots import plot_arm_choices, plot_training_curves
 from sparft.stages.cluster import OUT as CLUSTERS
+from sparft.stages.dots_predictor import STAGE as DOTS_PREDICTOR
 from sparft.stages.embed import OUT as EMBEDDINGS
 from sparft.stages.probe import OUT as PROBE
 from sparft.stages.selection import OUT as SUBSET
-from sparft.trainer import (
-    build_trainer,
-    log_history_frame,
-    save_policy,
-    summary_metrics,
-    train,
-)
+from sparft.stages.stage import Artifact, Stage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sparft.config import Params
 
 MODEL = Path("data/train/model")
 HISTORY = Path("data/train/history.parquet")
@@ -42,7 +32,6 @@ LOGS = Path("data/train/logs.parquet")
 METRICS = Path("data/train/metrics.json")
 ARMS_PLOT = Path("data/plots/train_arms.png")
 CURVES_PLOT = Path("data/plots/train_curves.png")
-ARTIFACTS = (ARMS_PLOT, CURVES_PLOT, HISTORY, METRICS)
 
 CURVES = {
     "reward": "reward",
@@ -60,6 +49,14 @@ CURVES = {
 def training_frame(params: Params) -> pd.DataFrame:
     """The questions to train on, with a ``cluster`` column when the curriculum needs one and
     the probe stage's answers (``probe_rollouts``, ``probe_correct``) where it has them."""
+    import pandas as pd
+
+    from sparft.curricula import needs_column
+    from sparft.curricula.base import PROBE_CORRECT, PROBE_ROLLOUTS
+    from sparft.curricula.dots import EMBEDDING
+    from sparft.data import DataError, read_dataset
+    from sparft.embed import load_embeddings
+
     if params.train.data == "subset":
         if not SUBSET.exists():
             raise DataError(f"{SUBSET}: no such file (run the select stage first)")
@@ -92,6 +89,8 @@ def training_frame(params: Params) -> pd.DataFrame:
 
 
 def _plots(history: pd.DataFrame, logs: pd.DataFrame, n_arms: int | None) -> None:
+    from sparft.plots import plot_arm_choices, plot_training_curves
+
     if n_arms is not None and not history.empty:
         plot_arm_choices(
             history["step"].to_numpy() + 1,
@@ -109,6 +108,14 @@ def _plots(history: pd.DataFrame, logs: pd.DataFrame, n_arms: int | None) -> Non
 
 
 def run(params: Params) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+
+    from sparft.curricula import make_curriculum
+    from sparft.io import write_json, write_parquet
+    from sparft.models import prepare_model
+    from sparft.trainer import build_trainer, log_history_frame, save_policy, summary_metrics, train
+
     cfg = params.train
     frame = training_frame(params)
     curriculum = make_curriculum(cfg.curriculum, frame, params)
@@ -129,8 +136,8 @@ def run(params: Params) -> dict[str, Any]:
     }
     if not trainer.args.should_save:
         return summary
-    labels = getattr(curriculum, "arm_labels", None)
-    n_arms = len(labels) if labels is not None and "arm" in history else None
+    labels: list[Any] = list(getattr(curriculum, "arm_labels", []))
+    n_arms = len(labels) if labels and "arm" in history else None
     if n_arms is not None:
         picks = np.bincount(history["arm"].to_numpy(dtype=int), minlength=n_arms)
         summary["arm_picks"] = {str(labels[a]): int(c) for a, c in enumerate(picks)}
@@ -139,3 +146,62 @@ def run(params: Params) -> dict[str, Any]:
     write_json(summary, METRICS)
     _plots(history, logs, n_arms)
     return summary
+
+
+def _cell(value: Any) -> Any:
+    """A table cell: numpy scalars as numbers, floats rounded, NaN empty, lists (a step's prompt
+    ids and group sizes) as one space-separated string."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return " ".join(str(_cell(v)) for v in value)
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
+    return value
+
+
+def artifact(config: Mapping[str, Any], max_rows: int = 1000) -> Artifact | None:
+    """The per-step record (the curriculum's choices), as a table artifact of the flow run."""
+    if not HISTORY.is_file():
+        return None
+    import pandas as pd
+
+    history = pd.read_parquet(HISTORY)
+    if history.empty:
+        return None
+    picks = ""
+    if "arm" in history:
+        counts = history["arm"].value_counts().sort_index()
+        picks = ", ".join(f"arm {arm}: {n}" for arm, n in counts.items())
+    rows = [
+        {k: _cell(v) for k, v in row.items()}
+        for row in history.tail(max_rows).to_dict(orient="records")
+    ]
+    description = f"curriculum choice per GRPO step ({HISTORY}); picks: {picks or 'n/a'}"
+    return Artifact("sparft-arm-choices", description, table=rows)
+
+
+STAGE = Stage(
+    name="train",
+    module=__name__,
+    description="GRPO with the curriculum choosing every step's prompts and rollouts",
+    inputs=(
+        "${data.out}",
+        str(CLUSTERS),
+        str(SUBSET),
+        str(PROBE),
+        str(EMBEDDINGS),
+        *DOTS_PREDICTOR.outs,
+    ),
+    outs=(str(MODEL), str(HISTORY), str(LOGS)),
+    metrics=(str(METRICS),),
+    plots=(str(ARMS_PLOT), str(CURVES_PLOT)),
+    params=("train", "bandit", "cures", "dump", "dots", "allocation", "prompt", "generation.model"),
+    mlflow=(str(ARMS_PLOT), str(CURVES_PLOT), str(HISTORY), str(METRICS)),
+    policy=str(MODEL),
+    where=(
+        ("trained policy", f"{MODEL} (metrics: {METRICS})"),
+        ("training plots", f"{ARMS_PLOT}, {CURVES_PLOT}"),
+    ),
+    artifact=artifact,
+)

@@ -75,7 +75,7 @@ class DotsCurriculum(Curriculum):
     """Prompts whose predicted solve rate is closest to ``alpha``, re-estimated every mu steps."""
 
     def __init__(self, frame: pd.DataFrame, cfg: DotsConfig, seed: int = 0) -> None:
-        super().__init__(frame, seed)
+        super().__init__(frame, seed=seed)
         if EMBEDDING not in self.frame:
             raise ValueError(
                 "the dots curriculum needs an 'embedding' column (the embed stage's vectors)"

@@ -1,0 +1,210 @@
+"""What the flows know of DVC, without Prefect: each stage's deps, params and outputs (from the
+stage declarations, ``sparft.stages``), ``dvc.yaml`` generated from them, content digests and
+cache keys, and ``dvc.lock`` kept in step with what ran.
+
+A stage's deps are the data its declaration reads plus the source files of its module's import
+closure (``sparft.stages.sources``), so ``dvc repro`` and ``sparft run`` rerun a stage whenever
+code it runs changes. ``sparft dvc-yaml`` writes ``dvc.yaml``; a test holds the committed file
+equal to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparft.config import ConfigError, load_params
+from sparft.stages import STAGES
+from sparft.stages.sources import ROOT as SOURCE_ROOT
+from sparft.stages.sources import source_files
+from sparft.stages.stage import Stage, lookup, resolve
+
+KEY_VERSION = 2  # bump when the key's layout changes, so old cache records are not reused
+DVC_YAML_HEADER = (
+    "# Generated from the stage declarations in sparft/stages/ by `sparft dvc-yaml`: do not edit\n"
+    "# by hand. A stage's deps are the data it reads and the source files its module imports.\n"
+)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage's deps, params and outputs, ``${...}`` resolved against a configuration."""
+
+    name: str
+    deps: tuple[str, ...]
+    params: tuple[str, ...]  # sections or dotted keys, plus the keys interpolated into paths
+    outs: tuple[str, ...]  # outs, metrics and plots
+
+
+def code_deps(stage: Stage) -> list[str]:
+    return source_files([stage.module])
+
+
+def spec_of(stage: Stage, config: Mapping[str, Any]) -> StageSpec:
+    try:
+        inputs = [resolve(p, config) for p in stage.inputs]
+        outs = tuple(resolve(p, config) for p in stage.written())
+    except KeyError as err:
+        raise ConfigError(f"stage {stage.name}: {err.args[0]}") from err
+    deps = tuple(dict.fromkeys([*inputs, *code_deps(stage)]))
+    params = tuple(dict.fromkeys([*stage.params, *stage.template_params()]))
+    return StageSpec(stage.name, deps, params, outs)
+
+
+def all_specs(config: Mapping[str, Any]) -> dict[str, StageSpec]:
+    """Every stage's spec, in pipeline order."""
+    return {name: spec_of(stage, config) for name, stage in STAGES.items()}
+
+
+class _IndentedDumper(yaml.SafeDumper):
+    """Lists indented under their key (``deps:`` then ``  - path``), as DVC's docs write them."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def render_dvc_yaml() -> str:
+    """``dvc.yaml`` for every stage, paths left as templates for DVC to resolve."""
+    stages: dict[str, Any] = {}
+    for name, stage in STAGES.items():
+        entry: dict[str, Any] = {
+            "cmd": f"sparft stage {name}",
+            "deps": list(dict.fromkeys([*stage.inputs, *code_deps(stage)])),
+            "params": list(stage.params),
+        }
+        if stage.outs:
+            entry["outs"] = list(stage.outs)
+        for kind in ("metrics", "plots"):
+            paths = getattr(stage, kind)
+            if paths:
+                entry[kind] = [{path: {"cache": False}} for path in paths]
+        stages[name] = entry
+    body = yaml.dump(
+        {"stages": stages}, Dumper=_IndentedDumper, sort_keys=False, default_flow_style=False
+    )
+    # a blank line between stages, as a person would write it
+    return DVC_YAML_HEADER + body.replace("\n  ", "\n\n  ").replace("\n\n    ", "\n    ")
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime, inode): a stage's outputs are hashed
+    once per process although they are checked as outputs and then keyed as the next inputs."""
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if memo not in _DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _DIGESTS[memo] = digest.hexdigest()
+    return _DIGESTS[memo]
+
+
+def path_digest(path: Path) -> str | None:
+    """Digest of a file or of a folder's files (names and contents); None when absent."""
+    if path.is_file():
+        return file_digest(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n".encode())
+        return "dir:" + digest.hexdigest()
+    return None
+
+
+def locate(root: Path, rel: str) -> Path:
+    """A dep's path: in the project, else (for source files the project has no copy of) in the
+    installed sparft source, which is the code that actually runs."""
+    path = Path(rel)
+    if path.is_absolute():
+        return path
+    here = root / path
+    if here.exists() or path.parts[0] not in ("sparft", "flows"):
+        return here
+    return SOURCE_ROOT / path
+
+
+def stage_key(spec: StageSpec, config: Mapping[str, Any], root: Path) -> str:
+    """Cache key: digests of the deps, values of the params, the project folder."""
+    payload = {
+        "version": KEY_VERSION,
+        "stage": spec.name,
+        "project": str(root),
+        "deps": {dep: path_digest(locate(root, dep)) for dep in spec.deps},
+        "params": {key: lookup(config, key) for key in spec.params},
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return f"sparft-{spec.name}-{hashlib.sha256(blob).hexdigest()[:40]}"
+
+
+def output_digests(root: Path, outs: list[str] | tuple[str, ...]) -> dict[str, str | None]:
+    return {out: path_digest(root / out) for out in outs}
+
+
+class DvcLock:
+    """Keeps ``dvc.lock`` in step with what the flow ran (``dvc commit -f STAGE``).
+
+    A stage is committed only when the settings it ran with are the ones ``params.yaml`` gives
+    it: otherwise the lock would vouch for outputs made with other settings (``--set``, another
+    ``--params`` file); such a stage is left for ``dvc repro`` to rerun, with a note.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.notes: list[str] = []
+        self.dvc_config: dict[str, Any] | None = None
+        if not ((root / ".dvc").is_dir() and (root / "dvc.yaml").is_file()):
+            self.notes.append(f"{root} is not a DVC repository: dvc.lock not updated")
+        elif not (root / "params.yaml").is_file():
+            self.notes.append(f"{root}/params.yaml missing: dvc.lock not updated")
+        else:
+            self.dvc_config = load_params(root / "params.yaml").model_dump(mode="json")
+
+    def _consistent(self, spec: StageSpec, config: Mapping[str, Any]) -> bool:
+        assert self.dvc_config is not None
+        differ = [k for k in spec.params if lookup(config, k) != lookup(self.dvc_config, k)]
+        if differ:
+            self.notes.append(
+                f"stage {spec.name} ran with {', '.join(differ)} different from params.yaml: "
+                "not committed to dvc.lock (dvc repro would rerun it)"
+            )
+        return not differ
+
+    def commit(
+        self, specs: list[StageSpec], config: Mapping[str, Any], only_stale: bool = False
+    ) -> list[str]:
+        """Record the stages' deps, params and outputs in ``dvc.lock``; with ``only_stale``, only
+        those ``dvc status`` reports as changed. Returns the committed stage names."""
+        if self.dvc_config is None or not specs:
+            return []
+        names = [spec.name for spec in specs if self._consistent(spec, config)]
+        if not names:
+            return []
+        from dvc.repo import Repo
+
+        dvc_logger = logging.getLogger("dvc")
+        level = dvc_logger.level
+        dvc_logger.setLevel(logging.WARNING)  # the flow logs one line per commit instead
+        try:
+            with Repo(str(self.root)) as repo:
+                if only_stale:
+                    changed = repo.status(targets=names)
+                    names = [name for name in names if name in changed]
+                for name in names:
+                    repo.commit(name, force=True)
+        except Exception as err:  # the run's results stand; only the lock file lags behind
+            self.notes.append(f"dvc commit of {', '.join(names)} failed ({err}): run dvc commit")
+            return []
+        finally:
+            dvc_logger.setLevel(level)
+        return names

@@ -1,0 +1,130 @@
+"""Small things tests and benchmarks share: pipeline settings small enough for a run on a tiny
+model, and that tiny model (a 2-layer Llama with a byte-level BPE tokenizer trained on the
+spot), built from a config with nothing downloaded."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+# Pipeline settings small enough for a run with the tiny model (tests and the CI-size
+# orchestration benchmark): 9 questions, 3 clusters, 2 training steps.
+TINY_SETTINGS: dict[str, dict[str, Any]] = {
+    "arithmetic": {"per_grade": 3, "grades": [1, 2, 3]},
+    "probe": {"k": 2, "max_new_tokens": 8},
+    "cluster": {"k": 3},
+    "select": {"budget": 6},
+    "train": {"max_steps": 2, "num_generations": 2, "max_completion_length": 8, "num_threads": 1},
+    "evaluate": {"max_new_tokens": 8, "limit": 4},
+}
+
+
+def tiny_overrides() -> list[str]:
+    """``TINY_SETTINGS`` as ``section.key=value`` overrides (``--set``)."""
+    return [
+        f"{section}.{key}={json.dumps(value)}"
+        for section, values in TINY_SETTINGS.items()
+        for key, value in values.items()
+    ]
+
+
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+_SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "an old man", "the robot", "she"]
+_VERBS = ["eats", "sees", "likes", "builds", "counts", "adds", "writes", "finds"]
+_OBJECTS = ["an apple", "two numbers", "a small house", "the answer", "seven stones", "the sum"]
+
+
+def tiny_sentences(count: int, seed: int = 0) -> list[str]:
+    """Short varied sentences: the BPE corpus, and prompts of different lengths for tests."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        words = [rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS)]
+        if rng.random() < 0.6:
+            words.append(f"{rng.randint(0, 99)} + {rng.randint(0, 99)} = ?")
+        out.append(" ".join(words))
+    return out
+
+
+def build_tiny_lm(folder: Path) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer trained here, saved to ``folder``.
+
+    The weights are random, so the end-of-sequence row of the output layer is tied to a
+    token the model often predicts: greedy outputs then stop after a few tokens for some
+    prompts and run to the length limit for others, which the tests need.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(tiny_sentences(400), trainer)
+    bpe.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bpe.token_to_id("<s>"))]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        padding_side="left",
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: more threads only contend with other processes
+    try:
+        probe_eos_token(model, tokenizer)
+    finally:
+        torch.set_num_threads(threads)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def probe_eos_token(model: Any, tokenizer: Any) -> None:
+    """Point the end-of-sequence row at the third most frequent greedy token."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    with torch.no_grad():
+        model.lm_head.weight.mul_(5.0)  # sharper logits: near-ties (numeric flakiness) unlikely
+        seen: Counter[int] = Counter()
+        for text in tiny_sentences(40, seed=1):
+            ids = tokenizer(text, return_tensors="pt")
+            out = model.generate(
+                **ids, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+            seen.update(out[0, ids["input_ids"].shape[1] :].tolist())
+        common = [tok for tok, _ in seen.most_common() if tok != eos]
+        model.lm_head.weight[eos] = 1.2 * model.lm_head.weight[common[2]]
