@@ -54,6 +54,7 @@ from sparft.models import prepare_model
 from sparft.plots import save_figure
 from sparft.prompts import PromptConfig, build_messages
 from sparft.rewards import format_reward
+from sparft.testing import tiny_llama_config
 from sparft.train_config import TrainConfig
 from sparft.trainer import build_trainer, grpo_args, load_policy, training_dataset
 
@@ -77,22 +78,11 @@ class StepTimes(TrainerCallback):
 def tiny_model(folder: Path) -> str:
     """A 2-layer Llama with SmolLM2's tokenizer: curriculum overhead is most visible when the
     model's own work is small."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(prepare_model("smollm2-135m"))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    LlamaForCausalLM(tiny_llama_config(tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 

@@ -30,22 +30,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 
 from flows.artifacts import absolute_uri
 from flows.dvc_state import StageSpec, all_specs, locate, output_digests, path_digest
 from flows.pipeline import pipeline
-from flows.tasks import (
-    PERMANENT_ERRORS,
-    RETRY_DELAY_S,
-    cell,
-    key_from_inputs,
-    stale_record,
-    transient,
-    working_dir,
-)
+from flows.tasks import PERMANENT_ERRORS, cached_task, cell, stale_record, working_dir
 from sparft.config import ConfigError, Params, load_params
 from sparft.stages import STAGES
 from sparft.stages.evaluate import METRICS as EVAL_METRICS
@@ -168,15 +160,7 @@ def _run_variant(
     return result
 
 
-variant_task = task(
-    name="variant",
-    task_run_name="{label}",
-    cache_key_fn=key_from_inputs,
-    persist_result=True,
-    retries=1,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=transient,
-)(_run_variant)
+variant_task = cached_task(_run_variant, "variant", "{label}")
 
 
 def summarise_variants(params: Params, run_ids: list[str], plot: Path) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -68,18 +68,26 @@ def execute(stage: str, params: Params, cache_key: str, outs: list[str]) -> dict
     }
 
 
-def stage_task(name: str, refresh: bool = False) -> Task[Any, dict[str, Any]]:
-    """The task that runs stage ``name``, cached on the key the flow computes for it."""
+def cached_task(
+    fn: Callable[..., dict[str, Any]], name: str, run_name: str, refresh: bool = False
+) -> Task[Any, dict[str, Any]]:
+    """``fn`` as a task cached on the ``cache_key`` the flow passes it, its result persisted,
+    retried once on transient errors: the policy of every sparft task."""
     return task(
         name=name,
-        task_run_name=name,
+        task_run_name=run_name,
         cache_key_fn=key_from_inputs,
         persist_result=True,
         refresh_cache=refresh,
         retries=1,
         retry_delay_seconds=RETRY_DELAY_S,
         retry_condition_fn=transient,
-    )(execute)
+    )(fn)
+
+
+def stage_task(name: str, refresh: bool = False) -> Task[Any, dict[str, Any]]:
+    """The task that runs stage ``name``, cached on the key the flow computes for it."""
+    return cached_task(execute, name, name, refresh)
 
 
 def stale_record(key: str, current: dict[str, str | None], for_task: Task[Any, Any]) -> bool:

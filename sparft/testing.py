@@ -53,6 +53,25 @@ def tiny_sentences(count: int, seed: int = 0) -> list[str]:
     return out
 
 
+def tiny_llama_config(tokenizer: Any) -> Any:
+    """The tiny model's shape (2 layers of width 64) for any tokenizer."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
 def build_tiny_lm(folder: Path) -> Path:
     """A 2-layer Llama with a byte-level BPE tokenizer trained here, saved to ``folder``.
 
@@ -62,7 +81,7 @@ def build_tiny_lm(folder: Path) -> Path:
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -85,19 +104,7 @@ def build_tiny_lm(folder: Path) -> Path:
         padding_side="left",
         chat_template=TINY_CHAT_TEMPLATE,
     )
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    config = tiny_llama_config(tokenizer)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
     threads = torch.get_num_threads()
