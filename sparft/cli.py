@@ -15,8 +15,10 @@ from rich.table import Table
 
 from sparft.config import ConfigError, Params, dump_params, load_params
 from sparft.data import DataError, FieldMap, load_dataset
+from sparft.generation import GenerationError
 from sparft.io import write_json, write_parquet
 from sparft.models import ModelNotAvailableError, list_presets, prepare_model
+from sparft.serving import ServerStartError
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 config_app = typer.Typer(no_args_is_help=True, help="Show the resolved configuration.")
@@ -31,7 +33,15 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="Configuration file.")
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")
 ]
-USER_ERRORS = (ConfigError, DataError, ModelNotAvailableError, FileNotFoundError)
+# what the user can fix: a message, not a traceback (a vLLM server that died or did not start too)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    ModelNotAvailableError,
+    FileNotFoundError,
+    GenerationError,
+    ServerStartError,
+)
 
 
 def _params(path: Path, overrides: list[str] | None) -> Params:
@@ -260,17 +270,60 @@ def _pipeline_flow() -> Any:
     return pipeline
 
 
+RunnerOpt = Annotated[
+    str,
+    typer.Option(
+        help="Where the shards of probe, embed and evaluate run: 'local' (this process) or "
+        "'ray' (Ray workers through prefect-ray; same results)."
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="An existing Ray cluster (e.g. ray://head:10001, or 'auto' on a cluster node); "
+        "unset starts a local Ray instance on 127.0.0.1."
+    ),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option(help="Shards per stage; default: the cluster's CPUs / worker CPUs.")
+]
+WorkerCpusOpt = Annotated[float, typer.Option(help="CPUs each Ray worker takes.")]
+WorkerGpusOpt = Annotated[float, typer.Option(help="GPUs each Ray worker takes.")]
+
+
 @app.command()
-def run(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def run(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    runner: RunnerOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    worker_cpus: WorkerCpusOpt = 1.0,
+    worker_gpus: WorkerGpusOpt = 0.0,
+) -> None:
     """Run the pipeline as a Prefect flow of cached stages (on Prefect's ephemeral API, or on the
     server at PREFECT_API_URL), keep dvc.lock in step, and print where the results are."""
     p = _params(params, set_)
     pipeline = _pipeline_flow()
+    from flows.runners import RunnerSettings
+
+    try:
+        RunnerSettings(runner, ray_address, workers, worker_cpus, worker_gpus)
+    except ValueError as err:
+        _fail(err)
     from flows.tasks import stage_status
     from sparft.stages import STAGES
 
     try:
-        report = pipeline(params_file=str(params), overrides=list(set_ or []))
+        report = pipeline(
+            params_file=str(params),
+            overrides=list(set_ or []),
+            runner=runner,
+            ray_address=ray_address,
+            workers=workers,
+            worker_cpus=worker_cpus,
+            worker_gpus=worker_gpus,
+        )
     except USER_ERRORS as err:
         _fail(err)
     for name, stage in report["stages"].items():

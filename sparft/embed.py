@@ -2,7 +2,8 @@
 
 The texts are sorted by length once and encoded in length-sorted chunks, so each batch pads
 to similar lengths (as ``SentenceTransformer.encode`` does inside one call) while a progress
-bar advances chunk by chunk.
+bar advances chunk by chunk. The chunks are also the unit workers share (``embed_questions``
+under a mapper with several workers), so the rows do not depend on how many there are.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.progress import Progress
 from sparft.data import DataError
 from sparft.io import atomic_path
 from sparft.models import prepare_model, resolve_device
+from sparft.parallel import in_process, map_shards, workers
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -78,32 +80,61 @@ def load_encoder(cfg: EmbedConfig) -> SentenceTransformer:
     return model
 
 
+def chunk_plan(texts: Sequence[str], cfg: EmbedConfig) -> list[np.ndarray]:
+    """Positions of the texts in each encode call, longest texts first: the same cut in one
+    process and over many workers, so every row is computed in the same company."""
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    chunk = cfg.batch_size * cfg.chunk_batches
+    return [order[start : start + chunk] for start in range(0, len(order), chunk)]
+
+
+def _encode(model: SentenceTransformer, texts: list[str], cfg: EmbedConfig) -> np.ndarray:
+    return np.asarray(
+        model.encode(
+            texts,
+            batch_size=cfg.batch_size,
+            normalize_embeddings=cfg.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ),
+        dtype=np.float32,
+    )
+
+
 def encode_texts(
     model: SentenceTransformer, texts: Sequence[str], cfg: EmbedConfig, progress: bool = True
 ) -> np.ndarray:
-    """Embed ``texts`` as a float32 matrix in input order (longest texts encoded first)."""
+    """Embed ``texts`` as a float32 matrix in input order, chunk by chunk (``chunk_plan``)."""
     if not texts:
         return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    chunk = cfg.batch_size * cfg.chunk_batches
+    chunks = chunk_plan(texts, cfg)
     parts: list[np.ndarray] = []
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("embedding", total=len(texts))
-        for start in range(0, len(order), chunk):
-            batch = [texts[i] for i in order[start : start + chunk]]
-            parts.append(
-                model.encode(
-                    batch,
-                    batch_size=cfg.batch_size,
-                    normalize_embeddings=cfg.normalize,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-            )
-            bar.advance(task, len(batch))
-    matrix = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
-    matrix[order] = np.concatenate(parts)
+        for positions in chunks:
+            parts.append(_encode(model, [texts[i] for i in positions], cfg))
+            bar.advance(task, len(positions))
+    return _place(chunks, parts, len(texts))
+
+
+def _place(chunks: Sequence[np.ndarray], parts: Sequence[np.ndarray], rows: int) -> np.ndarray:
+    matrix = np.empty((rows, parts[0].shape[1]), dtype=np.float32)
+    for positions, part in zip(chunks, parts, strict=True):
+        matrix[positions] = part
     return matrix
+
+
+@dataclass(frozen=True)
+class EmbedShard:
+    """Chunks of texts one worker embeds, loading the encoder once."""
+
+    chunks: tuple[tuple[str, ...], ...]
+    cfg: EmbedConfig
+
+
+def embed_shard(shard: EmbedShard) -> list[np.ndarray]:
+    encoder = load_encoder(shard.cfg)
+    return [_encode(encoder, list(texts), shard.cfg) for texts in shard.chunks]
 
 
 def embed_questions(
@@ -113,13 +144,28 @@ def embed_questions(
     model: SentenceTransformer | None = None,
     progress: bool = True,
 ) -> Embeddings:
-    """Embed every question; ``model`` defaults to ``load_encoder(cfg)``."""
+    """Embed every question with ``model``, or else with ``load_encoder(cfg)`` once per worker
+    of the current mapper (``sparft.parallel``: one in this process unless a flow set more);
+    the chunks are dealt round-robin so every worker gets long and short texts."""
     if len(ids) != len(questions):
         raise ValueError(f"{len(ids)} ids but {len(questions)} questions")
     if not questions:
         raise DataError("embed: no questions to embed (the data set is empty)")
-    encoder = model if model is not None else load_encoder(cfg)
-    matrix = encode_texts(encoder, list(questions), cfg, progress)
+    texts = list(questions)
+    chunks = chunk_plan(texts, cfg)
+    if model is not None or in_process():
+        matrix = encode_texts(model or load_encoder(cfg), texts, cfg, progress)
+    else:
+        share = min(workers(), len(chunks))
+        dealt = [list(range(w, len(chunks), share)) for w in range(share)]
+        units = [
+            EmbedShard(tuple(tuple(texts[i] for i in chunks[c]) for c in run), cfg) for run in dealt
+        ]
+        parts: list[np.ndarray | None] = [None] * len(chunks)
+        for run, encoded in zip(dealt, map_shards(embed_shard, units, "embed"), strict=True):
+            for c, part in zip(run, encoded, strict=True):
+                parts[c] = part
+        matrix = _place(chunks, [p for p in parts if p is not None], len(texts))
     id_array = np.asarray(ids, dtype=str)
     check_finite(matrix, id_array, f"embed ({cfg.model})")
     return Embeddings(id_array, matrix, cfg.model)

@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,17 @@ from sparft.data import (
     question_id,
     read_dataset,
 )
-from sparft.generation import GenerationBackend, GenerationConfig, PromptResult, make_backend
+from sparft.generation import (
+    GenerationBackend,
+    GenerationConfig,
+    PromptResult,
+    make_backend,
+    progress_bar,
+)
 from sparft.models import ModelNotAvailableError, resolve_model
+from sparft.parallel import deal, in_process, map_shards, unit_seed, workers
 from sparft.prompts import PromptConfig, build_messages
+from sparft.serving import serving
 
 TRAINED = "trained"
 
@@ -117,6 +126,12 @@ class EvaluateConfig(BaseModel):
         None, ge=1, le=100_000, description=f"{HELDOUT} questions per grade; null: arithmetic's."
     )
     seed: int = Field(0, description="Seed of the sampling stream and of the limit sample.")
+    batch_questions: int = Field(
+        64,
+        ge=1,
+        description="Questions per generate call: each such chunk samples with a seed of its "
+        "own and is the unit workers share.",
+    )
 
     @field_validator("benchmarks")
     @classmethod
@@ -437,6 +452,68 @@ def model_plan(cfg: EvaluateConfig, generation: GenerationConfig) -> list[tuple[
     return plan
 
 
+@dataclass(frozen=True)
+class EvalChunk:
+    """``batch_questions`` questions of one benchmark: the unit that is seeded and shared out."""
+
+    benchmark: str
+    index: int
+    questions: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """What every chunk of one model's evaluation needs, wherever it runs."""
+
+    generation: GenerationConfig
+    cfg: EvaluateConfig
+    prompt: PromptConfig
+    label: str
+    backend_factory: BackendFactory
+
+
+@dataclass
+class ScoredChunk:
+    benchmark: str
+    rows: pd.DataFrame
+    generate_s: float
+    score_s: float
+
+
+def run_chunks(
+    job: EvalJob, chunks: Sequence[EvalChunk], progress: bool = False
+) -> list[ScoredChunk]:
+    """Load the model once, then generate and score each chunk with its own seed (the same
+    chunk samples the same completions in one process or on any worker)."""
+    cfg = job.cfg
+    out = []
+    backend = job.backend_factory(job.generation)
+    try:
+        total = sum(len(c.questions) for c in chunks)
+        with progress_bar(progress, total, f"evaluating {job.label}") as advance:
+            for chunk in chunks:
+                began = time.perf_counter()
+                results = backend.generate(
+                    [build_messages(q, job.prompt) for q in chunk.questions["question"]],
+                    n=cfg.n,
+                    temperature=cfg.temperature,
+                    max_new_tokens=cfg.max_new_tokens,
+                    progress=False,
+                    seed=unit_seed(cfg.seed, "evaluate", chunk.benchmark, chunk.index),
+                )
+                generated = time.perf_counter()
+                rows = score_results(chunk.questions, results, chunk.benchmark, job.label)
+                out.append(
+                    ScoredChunk(
+                        chunk.benchmark, rows, generated - began, time.perf_counter() - generated
+                    )
+                )
+                advance(len(chunk.questions))
+    finally:
+        backend.close()
+    return out
+
+
 def evaluate(
     cfg: EvaluateConfig,
     generation: GenerationConfig,
@@ -451,8 +528,11 @@ def evaluate(
     ``trained`` is the folder ``cfg.model: trained`` means (the train stage's).
 
     Benchmarks are loaded (and the trained model located) before any model is, so a bad name
-    fails in a second rather than after minutes of loading. Each model is loaded once, runs all
-    benchmarks, and is released before the next.
+    fails in a second rather than after minutes of loading. The questions go in chunks of
+    ``batch_questions``, each sampled with its own seed; each model is loaded once per worker
+    (``sparft.parallel``: one, in this process, unless a flow set more), runs its chunks of
+    every benchmark, and is released before the next model. Generation and scoring times are
+    summed over workers.
     """
     from rich.console import Console
 
@@ -465,13 +545,16 @@ def evaluate(
     plan = model_plan(cfg, generation)
     resolved: dict[str, str] = {}
     for label, name in plan:
-        resolved[label] = locate_model(name, trained)
+        located = locate_model(name, trained)
+        # absolute: the chunks may run on workers started in another folder
+        resolved[label] = str(Path(located).resolve()) if Path(located).exists() else located
     if len(plan) == 2 and resolved[plan[0][0]] == resolved[BASE_LABEL]:
         notes.append(f"{plan[0][1]} is the base model itself: evaluated once")
         plan = plan[:1]
         del resolved[BASE_LABEL]
 
-    frames, timings = [], []
+    frames: list[pd.DataFrame] = []
+    timings: list[dict[str, Any]] = []
     for label, _ in plan:
         gen = generation.model_copy(
             update={
@@ -481,40 +564,34 @@ def evaluate(
                 "seed": cfg.seed,
             }
         )
-        started = time.perf_counter()
-        backend = backend_factory(gen)
+        chunks = [
+            EvalChunk(name, index, questions.iloc[start : start + cfg.batch_questions])
+            for name, questions in benchmarks.items()
+            for index, start in enumerate(range(0, len(questions), cfg.batch_questions))
+        ]
         if progress:
-            console.print(
-                f"loaded {label} ({resolved[label]}) in {time.perf_counter() - started:.1f} s"
+            sizes = ", ".join(f"{name} {len(q)}" for name, q in benchmarks.items())
+            console.print(f"evaluating {label} ({resolved[label]}): {sizes} questions x {cfg.n}")
+        with serving(gen, progress) as served:
+            job = EvalJob(served, cfg, prompt, label, backend_factory)
+            if in_process():
+                scored = run_chunks(job, chunks, progress)
+            else:
+                runs = deal(chunks, workers())
+                shards = map_shards(partial(run_chunks, job), runs, f"evaluate {label}")
+                scored = [part for shard in shards for part in shard]
+        frames.extend(part.rows for part in scored)
+        for name in benchmarks:
+            mine = [part for part in scored if part.benchmark == name]
+            timings.append(
+                {
+                    "model": label,
+                    "benchmark": name,
+                    "generate_s": sum(part.generate_s for part in mine),
+                    "score_s": sum(part.score_s for part in mine),
+                }
             )
-        try:
-            for name, questions in benchmarks.items():
-                if progress:
-                    console.print(
-                        f"evaluating {label} on {name}: {len(questions)} questions x {cfg.n}"
-                    )
-                began = time.perf_counter()
-                results = backend.generate(
-                    [build_messages(q, prompt) for q in questions["question"]],
-                    n=cfg.n,
-                    temperature=cfg.temperature,
-                    max_new_tokens=cfg.max_new_tokens,
-                    progress=progress,
-                )
-                generated = time.perf_counter()
-                frames.append(score_results(questions, results, name, label))
-                timings.append(
-                    {
-                        "model": label,
-                        "benchmark": name,
-                        "generate_s": generated - began,
-                        "score_s": time.perf_counter() - generated,
-                    }
-                )
-        finally:
-            backend.close()
-            del backend
-            gc.collect()
+        gc.collect()
     results_frame = pd.concat(frames, ignore_index=True)
     skipped = [k for k in cfg.k if k > cfg.n]
     if skipped:

@@ -12,12 +12,14 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from sparft.serving import ServerConfig, death_notice, serving
 
 if TYPE_CHECKING:
     import httpx
@@ -67,7 +69,17 @@ class GenerationConfig(BaseModel):
     server_url: str | None = Field(
         None,
         description="Base URL of the OpenAI-compatible server for 'vllm-server', e.g. "
-        "http://127.0.0.1:8000/v1 (a URL without /v1 gets it appended).",
+        "http://127.0.0.1:8000/v1 (a URL without /v1 gets it appended). Unset: sparft starts "
+        "a vLLM server from the vLLM environment (generation.server) and stops it afterwards.",
+    )
+    server: ServerConfig = Field(
+        default_factory=ServerConfig, description="The vLLM server sparft starts itself."
+    )
+    request_seed: bool = Field(
+        True,
+        description="Send each 'vllm-server' request its own seed (reproducible sampling). "
+        "Turn off for a server on vLLM's CPU build, whose engine dies on seeded requests; "
+        "sparft does that itself for a CPU server it starts.",
     )
     seed: int = Field(0, description="Seed of the sampling random stream.")
     chat_template: bool = Field(
@@ -174,7 +186,7 @@ def encode_prompts(
 
 
 @contextmanager
-def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
+def progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
     """A rich progress bar over prompts; a no-op callable when disabled."""
     if not enabled or total == 0:
         yield lambda _k: None
@@ -216,8 +228,13 @@ class GenerationBackend(ABC):
         temperature: float | None = None,
         max_new_tokens: int | None = None,
         progress: bool = True,
+        seed: int | None = None,
     ) -> list[PromptResult]:
-        """Generate; ``temperature`` / ``max_new_tokens`` override the config for this call."""
+        """Generate; ``temperature`` / ``max_new_tokens`` override the config for this call.
+
+        ``seed`` seeds this call alone: the same prompts and seed sample the same completions
+        whatever came before (how shards and resumed runs reproduce a run). Without it the
+        stream is ``generation.seed`` advanced by one per call."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release engine resources (connections, processes); the default has none."""
@@ -330,6 +347,7 @@ class HFBackend(GenerationBackend):
         temperature: float | None = None,
         max_new_tokens: int | None = None,
         progress: bool = True,
+        seed: int | None = None,
     ) -> list[PromptResult]:
         import torch
 
@@ -351,11 +369,11 @@ class HFBackend(GenerationBackend):
         self.model.eval()
         try:
             with (
-                _progress_bar(progress, len(encoded), "generating") as advance,
+                progress_bar(progress, len(encoded), "generating") as advance,
                 torch.random.fork_rng(devices=fork_devices),
                 torch.inference_mode(),
             ):
-                torch.manual_seed(self.cfg.seed + self._calls)
+                torch.manual_seed(self.cfg.seed + self._calls if seed is None else seed)
                 for start in range(0, len(order), per_batch):
                     idx = order[start : start + per_batch]
                     input_ids, attention_mask = self._left_pad([encoded[i] for i in idx])
@@ -374,7 +392,7 @@ class HFBackend(GenerationBackend):
 
 
 class VLLMBackend(GenerationBackend):
-    """An in-process ``vllm.LLM`` engine (GPU environment with ``pip install 'sparft[vllm]'``).
+    """An in-process ``vllm.LLM`` engine, for code run from a vLLM environment.
 
     Prompts are tokenized here, exactly as for ``HFBackend``, and passed as token ids so
     that no special token is added twice.
@@ -390,10 +408,11 @@ class VLLMBackend(GenerationBackend):
             import vllm
         except ImportError as exc:
             raise BackendNotAvailableError(
-                "generation.backend 'vllm' needs vLLM, which is not installed here. vLLM needs a "
-                "GPU and pins a fastapi that conflicts with prefect, so install it in a separate "
-                "GPU environment: pip install 'sparft[vllm]'. On this environment use backend "
-                "'hf', or 'vllm-server' with a vLLM server running elsewhere."
+                "generation.backend 'vllm' needs vLLM in this process, and vLLM is not installed "
+                "here: it pins a fastapi (<0.137) that conflicts with prefect's, so it cannot "
+                "share sparft's environment. Use backend 'vllm-server': sparft starts a vLLM "
+                "server from the separate environment that `make vllm-env` builds (or set "
+                "generation.server_url to a running one)."
             ) from exc
         if llm is None:
             from sparft.models import prepare_model
@@ -415,6 +434,7 @@ class VLLMBackend(GenerationBackend):
         temperature: float | None = None,
         max_new_tokens: int | None = None,
         progress: bool = True,
+        seed: int | None = None,
     ) -> list[PromptResult]:
         from vllm import SamplingParams
 
@@ -425,6 +445,7 @@ class VLLMBackend(GenerationBackend):
             temperature=temp,
             top_p=self.cfg.top_p if temp > 0 else 1.0,
             max_tokens=max_new,
+            seed=seed,
         )
         outputs = self.llm.generate(
             [{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=progress
@@ -493,9 +514,13 @@ class VLLMServerBackend(GenerationBackend):
         )
         self._calls = 0
         self._lock = threading.Lock()
+        self.owned: ExitStack | None = None  # a server make_backend started for this backend
 
     def close(self) -> None:
         self._client.close()
+        if self.owned is not None:
+            self.owned.close()
+            self.owned = None
 
     def _request(
         self,
@@ -514,15 +539,20 @@ class VLLMServerBackend(GenerationBackend):
                 # A kept-alive connection the server had just dropped: one fresh try.
                 # Generation requests are safe to repeat.
                 response = self._client.request(method, path, json=payload, headers=headers)
-        except httpx.ConnectError as exc:
-            raise ServerError(
-                f"cannot connect to the OpenAI-compatible server at {url} ({exc}). Start one "
-                "(e.g. `vllm serve MODEL`, `trl vllm-serve --model MODEL`) or fix "
-                "generation.server_url."
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise ServerError(f"no answer from {url} within {self.timeout:g} s ({exc})") from exc
         except httpx.HTTPError as exc:
+            notice = death_notice(self.base_url)
+            if notice:
+                raise ServerError(notice) from exc
+            if isinstance(exc, httpx.ConnectError):
+                raise ServerError(
+                    f"cannot connect to the OpenAI-compatible server at {url} ({exc}). Start "
+                    "one (e.g. `vllm serve MODEL`, `trl vllm-serve --model MODEL`), fix "
+                    "generation.server_url, or unset it to let sparft start a vLLM server."
+                ) from exc
+            if isinstance(exc, httpx.TimeoutException):
+                raise ServerError(
+                    f"no answer from {url} within {self.timeout:g} s ({exc})"
+                ) from exc
             raise ServerError(f"request to {url} failed: {exc}") from exc
         if response.status_code >= 400:
             raise ServerResponseError(
@@ -577,8 +607,9 @@ class VLLMServerBackend(GenerationBackend):
             max_tokens=max_new,
             temperature=temperature,
             top_p=self.cfg.top_p if temperature > 0 else 1.0,
-            seed=seed,
         )
+        if self.cfg.request_seed:
+            body["seed"] = seed
         data = self._request("POST", path, body)
         choices = data.get("choices") or []
         if not choices:
@@ -608,6 +639,7 @@ class VLLMServerBackend(GenerationBackend):
         temperature: float | None = None,
         max_new_tokens: int | None = None,
         progress: bool = True,
+        seed: int | None = None,
     ) -> list[PromptResult]:
         temp, max_new = self._settings(n, temperature, max_new_tokens)
         if not prompts:
@@ -615,14 +647,16 @@ class VLLMServerBackend(GenerationBackend):
         for prompt in prompts:
             _check_prompt(prompt)
         self.served_model()
-        base_seed = (self.cfg.seed * 1_000_003 + self._calls * 100_003) % 2**31
+        if seed is None:
+            seed = self.cfg.seed * 1_000_003 + self._calls * 100_003
+        base_seed = seed % 2**31
         self._calls += 1
         rows = n if temp > 0 else 1
         samples: list[list[Completion | None]] = [[None] * rows for _ in prompts]
         prompt_tokens: list[int | None] = [None] * len(prompts)
         workers = min(self.cfg.batch_size, len(prompts) * rows)
         with (
-            _progress_bar(progress, len(prompts) * rows, "generating (server)") as advance,
+            progress_bar(progress, len(prompts) * rows, "generating (server)") as advance,
             ThreadPoolExecutor(max_workers=workers) as pool,
         ):
             futures = {
@@ -663,4 +697,19 @@ def make_backend(
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    return VLLMServerBackend(cfg, tokenizer=tokenizer)
+    if cfg.server_url:
+        return VLLMServerBackend(cfg, tokenizer=tokenizer)
+    # no URL: a server of our own, which the backend stops when it is closed
+    stack = ExitStack()
+    served = stack.enter_context(serving(cfg))
+    try:
+        if tokenizer is None and Path(served.model).is_dir():
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(served.model)
+        backend = VLLMServerBackend(served, tokenizer=tokenizer)
+    except BaseException:
+        stack.close()
+        raise
+    backend.owned = stack
+    return backend

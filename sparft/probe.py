@@ -1,16 +1,25 @@
 """Difficulty of each question as a probe model's solve rate over k sampled answers.
 
-Probing is the expensive stage, so it saves finished batches to a progress file as it goes and a
-rerun with the same settings picks up after the last saved batch.
+Probing is the expensive stage, so it saves each finished batch to a journal as it goes and a
+rerun with the same settings picks up after the batches saved. The questions are cut into fixed
+batches, each sampled with a seed of its own index, so the rows are the same whether one process
+probes them all, several workers share them (``probe_sharded``), or a rerun finishes them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -18,9 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
 from sparft.answers import is_correct
-from sparft.generation import GenerationBackend
-from sparft.io import write_json, write_parquet
+from sparft.parallel import deal, map_shards, unit_seed, workers
 from sparft.prompts import PromptConfig, build_messages
+
+if TYPE_CHECKING:
+    from sparft.generation import GenerationBackend, GenerationConfig
 
 # ``truncated``: share of the k answers cut at max_new_tokens (scored wrong, so a budget too small
 # for the data shows up as difficulty).
@@ -61,12 +72,170 @@ def sample_questions(frame: pd.DataFrame, cfg: ProbeConfig) -> pd.DataFrame:
     return frame.loc[sorted(picked.index)]
 
 
-def _fingerprint(frame: pd.DataFrame, cfg: ProbeConfig, prompt: PromptConfig, model: str) -> str:
-    """What a progress file must match to be resumed: same questions, settings, prompt, model."""
+def fingerprint(frame: pd.DataFrame, cfg: ProbeConfig, prompt: PromptConfig, model: str) -> str:
+    """What saved progress must match to be resumed: same questions, settings, prompt, model."""
     payload = json.dumps(
         [list(frame["id"]), cfg.model_dump(mode="json"), prompt.model_dump(mode="json"), model]
     )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows ``start:stop`` of the probed frame: the unit that is seeded, saved and resumed."""
+
+    index: int
+    start: int
+    stop: int
+
+
+def plan_batches(rows: int, size: int) -> list[Batch]:
+    """The frame cut into batches of ``size`` rows, the same cut however many workers run."""
+    return [
+        Batch(i, start, min(start + size, rows)) for i, start in enumerate(range(0, rows, size))
+    ]
+
+
+class Journal:
+    """Finished probe batches, one JSON line per batch, in append-only files in ``folder`` (one
+    file per shard that wrote them). A line is whole or it is ignored (a kill mid-write), and a
+    file written for other settings (another fingerprint) is ignored, so a rerun resumes after
+    the batches that were really finished, whichever worker finished them."""
+
+    def __init__(self, folder: Path | None, fingerprint: str) -> None:
+        self.folder = folder
+        self.fingerprint = fingerprint
+
+    def done(self) -> dict[int, list[dict[str, Any]]]:
+        """Rows of every finished batch, by batch index."""
+        found: dict[int, list[dict[str, Any]]] = {}
+        if self.folder is None or not self.folder.is_dir():
+            return found
+        for path in sorted(self.folder.glob("*.jsonl")):
+            with path.open(encoding="utf-8", errors="replace") as lines:
+                header = _json_line(next(lines, ""))
+                if header is None or header.get("fingerprint") != self.fingerprint:
+                    continue
+                for line in lines:
+                    entry = _json_line(line)
+                    if entry is not None and isinstance(entry.get("rows"), list):
+                        found[int(entry["batch"])] = entry["rows"]
+        return found
+
+    def finished_rows(self) -> int:
+        """How many question rows the journal holds (for a live progress bar)."""
+        return sum(len(rows) for rows in self.done().values())
+
+    @contextmanager
+    def writer(self, name: str) -> Iterator[Callable[[int, list[dict[str, Any]]], None]]:
+        """``append(batch_index, rows)``, each line flushed to disk before it returns."""
+        if self.folder is None:
+            yield lambda _index, _rows: None
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{name}-{uuid.uuid4().hex[:8]}.jsonl"
+        with path.open("a", encoding="utf-8") as handle:
+            header = {"fingerprint": self.fingerprint, "columns": PROBE_COLUMNS}
+            handle.write(json.dumps(header) + "\n")
+
+            def append(index: int, rows: list[dict[str, Any]]) -> None:
+                handle.write(json.dumps({"batch": index, "rows": rows}) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+
+            yield append
+
+    def clear(self) -> None:
+        if self.folder is not None and self.folder.is_dir():
+            shutil.rmtree(self.folder)
+
+
+def _json_line(line: str) -> dict[str, Any] | None:
+    if not line.endswith("\n"):
+        return None  # cut off by a kill while it was written
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def score_batch(
+    batch: pd.DataFrame,
+    backend: GenerationBackend,
+    cfg: ProbeConfig,
+    prompt: PromptConfig,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One probe row per question of ``batch``: ``cfg.k`` answers sampled with ``seed``."""
+    results = backend.generate(
+        [build_messages(q, prompt) for q in batch["question"]],
+        n=cfg.k,
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        progress=False,
+        seed=seed,
+    )
+    rows = []
+    for (_, row), result in zip(batch.iterrows(), results, strict=True):
+        correct = sum(is_correct(c.text, row["answer"]) for c in result.completions)
+        tokens = [c.completion_tokens for c in result.completions]
+        rows.append(
+            {
+                "id": str(row["id"]),
+                "solve_rate": correct / cfg.k,
+                "n_correct": int(correct),
+                "k": cfg.k,
+                "mean_completion_tokens": float(np.mean(tokens)),
+                "truncated": float(
+                    np.mean([c.finish_reason == "length" for c in result.completions])
+                ),
+            }
+        )
+    return rows
+
+
+def run_batches(
+    frame: pd.DataFrame,
+    batches: Sequence[Batch],
+    backend: GenerationBackend,
+    cfg: ProbeConfig,
+    prompt: PromptConfig,
+    journal: Journal,
+    name: str,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[int, pd.DataFrame]:
+    """Probe ``batches`` of ``frame`` with one backend, saving each to ``journal`` as it ends.
+    The rows are kept as columns: as Python records they would take six times the memory."""
+    out: dict[int, pd.DataFrame] = {}
+    with journal.writer(name) as append:
+        for batch in batches:
+            rows = score_batch(
+                frame.iloc[batch.start : batch.stop],
+                backend,
+                cfg,
+                prompt,
+                unit_seed(cfg.seed, "probe", batch.index),
+            )
+            append(batch.index, rows)
+            out[batch.index] = pd.DataFrame(rows, columns=PROBE_COLUMNS)
+            if on_batch is not None:
+                on_batch(len(rows))
+    return out
+
+
+def _assemble(frame: pd.DataFrame, done: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    parts = [done[index] for index in sorted(done)]
+    probed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PROBE_COLUMNS)
+    return frame[["id"]].merge(probed, on="id", how="left")
+
+
+def _todo(
+    frame: pd.DataFrame, cfg: ProbeConfig, journal: Journal
+) -> tuple[list[Batch], dict[int, pd.DataFrame]]:
+    done = {i: pd.DataFrame(rows, columns=PROBE_COLUMNS) for i, rows in journal.done().items()}
+    batches = plan_batches(len(frame), cfg.batch_questions)
+    return [b for b in batches if b.index not in done], done
 
 
 def probe_with_model(
@@ -75,49 +244,124 @@ def probe_with_model(
     cfg: ProbeConfig,
     prompt: PromptConfig,
     model_name: str,
-    progress_path: Path | None = None,
+    progress_dir: Path | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
-    """Solve rate and mean completion length per question; resumable through ``progress_path``."""
-    fingerprint = _fingerprint(frame, cfg, prompt, model_name)
-    done = _load_progress(progress_path, fingerprint)
-    todo = frame[~frame["id"].isin(done["id"])]
-    batches = [
-        todo.iloc[i : i + cfg.batch_questions] for i in range(0, len(todo), cfg.batch_questions)
-    ]
-    with Progress(transient=True) as bar:
-        task = bar.add_task("probing", total=len(frame), completed=len(done))
-        for batch in batches:
-            results = backend.generate(
-                [build_messages(q, prompt) for q in batch["question"]],
-                n=cfg.k,
-                temperature=cfg.temperature,
-                max_new_tokens=cfg.max_new_tokens,
-                progress=False,
-            )
-            rows = []
-            for (_, row), result in zip(batch.iterrows(), results, strict=True):
-                correct = sum(is_correct(c.text, row["answer"]) for c in result.completions)
-                tokens = [c.completion_tokens for c in result.completions]
-                rows.append(
-                    {
-                        "id": row["id"],
-                        "solve_rate": correct / cfg.k,
-                        "n_correct": correct,
-                        "k": cfg.k,
-                        "mean_completion_tokens": float(np.mean(tokens)),
-                        "truncated": float(
-                            np.mean([c.finish_reason == "length" for c in result.completions])
-                        ),
-                    }
-                )
-            done = pd.concat([done, pd.DataFrame(rows, columns=PROBE_COLUMNS)], ignore_index=True)
-            if progress_path is not None:
-                _save_progress(progress_path, done, fingerprint)
-            bar.advance(task, len(batch))
+    """Solve rate and mean completion length per question with one backend, in this process;
+    resumable through ``progress_dir``. ``on_batch(done, total)`` follows each batch."""
+    journal = Journal(progress_dir, fingerprint(frame, cfg, prompt, model_name))
+    todo, done = _todo(frame, cfg, journal)
+    count = sum(len(rows) for rows in done.values())
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("probing", total=len(frame), completed=count)
+
+        def advance(rows: int) -> None:
+            nonlocal count
+            count += rows
+            bar.advance(task, rows)
             if on_batch is not None:
-                on_batch(len(done), len(frame))
-    return frame[["id"]].merge(done, on="id", how="left")
+                on_batch(count, len(frame))
+
+        done |= run_batches(frame, todo, backend, cfg, prompt, journal, "probe", advance)
+    return _assemble(frame, done)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """What one worker probes: its batches of ``frame`` (only their rows travel), with what it
+    needs to load the model once and to save its progress."""
+
+    frame: pd.DataFrame
+    batches: tuple[Batch, ...]
+    generation: GenerationConfig
+    cfg: ProbeConfig
+    prompt: PromptConfig
+    progress_dir: Path | None
+    fingerprint: str
+    name: str
+
+
+@dataclass
+class ShardResult:
+    rows: dict[int, pd.DataFrame]
+    seconds: float
+    peak_rss_mib: float
+    pid: int
+
+
+def probe_shard(shard: Shard) -> ShardResult:
+    """Load the probe model once and probe the shard's batches (on whichever worker)."""
+    from sparft.generation import make_backend, progress_bar
+
+    start = time.perf_counter()
+    journal = Journal(shard.progress_dir, shard.fingerprint)
+    total = sum(b.stop - b.start for b in shard.batches)
+    with (
+        make_backend(shard.generation) as backend,
+        progress_bar(sys.stderr.isatty(), total, f"probing ({shard.name})") as advance,
+    ):
+        rows = run_batches(
+            shard.frame,
+            shard.batches,
+            backend,
+            shard.cfg,
+            shard.prompt,
+            journal,
+            shard.name,
+            advance,
+        )
+    return ShardResult(rows, time.perf_counter() - start, peak_rss_mib(), os.getpid())
+
+
+@dataclass
+class ProbeRun:
+    """What ``probe_sharded`` did: the rows, each shard's account, the questions resumed."""
+
+    probed: pd.DataFrame
+    shards: list[ShardResult]
+    resumed: int
+
+
+def probe_sharded(
+    frame: pd.DataFrame,
+    generation: GenerationConfig,
+    cfg: ProbeConfig,
+    prompt: PromptConfig,
+    progress_dir: Path | None = None,
+    shards: int | None = None,
+) -> ProbeRun:
+    """``probe_with_model`` spread over the current mapper's workers (``sparft.parallel``):
+    the unfinished batches dealt into ``shards`` runs (default one per worker), each shard
+    loading the model once. The rows are the single-process run's: each batch's sampling
+    depends on its index alone."""
+    journal = Journal(progress_dir, fingerprint(frame, cfg, prompt, generation.model))
+    todo, done = _todo(frame, cfg, journal)
+    resumed = sum(len(rows) for rows in done.values())
+    runs = deal(todo, shards or workers())
+    if Path(generation.model).exists():  # workers may start in another folder
+        generation = generation.model_copy(update={"model": str(Path(generation.model).resolve())})
+    units = []
+    for number, run in enumerate(runs):
+        # rows renumbered: each shard carries only the questions it probes
+        first, last = run[0].start, run[-1].stop
+        moved = tuple(Batch(b.index, b.start - first, b.stop - first) for b in run)
+        part = frame.iloc[first:last][["id", "question", "answer"]].reset_index(drop=True)
+        name = f"shard{number:03d}-batch{run[0].index:06d}"
+        units.append(
+            Shard(part, moved, generation, cfg, prompt, progress_dir, journal.fingerprint, name)
+        )
+    results = map_shards(probe_shard, units, "probe")
+    for result in results:
+        done |= result.rows
+    return ProbeRun(_assemble(frame, done), results, resumed)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (Linux reports KiB)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
 
 def probe_with_labels(frame: pd.DataFrame) -> pd.DataFrame:
@@ -141,24 +385,3 @@ def probe_with_labels(frame: pd.DataFrame) -> pd.DataFrame:
             "truncated": np.nan,
         }
     )
-
-
-def _load_progress(path: Path | None, fingerprint: str) -> pd.DataFrame:
-    empty = pd.DataFrame(columns=PROBE_COLUMNS)
-    if path is None or not path.exists():
-        return empty
-    meta_path = path.with_suffix(".json")
-    if (
-        not meta_path.exists()
-        or json.loads(meta_path.read_text()).get("fingerprint") != fingerprint
-    ):
-        return empty
-    done = pd.read_parquet(path)
-    return done if list(done.columns) == PROBE_COLUMNS else empty
-
-
-def _save_progress(path: Path, done: pd.DataFrame, fingerprint: str) -> None:
-    """Rows first, then the fingerprint: a crash between the two leaves a file that is ignored."""
-    path.with_suffix(".json").unlink(missing_ok=True)
-    write_parquet(done, path)
-    write_json({"fingerprint": fingerprint, "rows": len(done)}, path.with_suffix(".json"))

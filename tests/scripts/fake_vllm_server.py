@@ -1,0 +1,67 @@
+"""A stand-in for ``vllm.entrypoints.openai.api_server``: same arguments, the endpoints the
+server backend uses, every request body appended to $FAKE_VLLM_REQUESTS, and a death on cue
+($FAKE_VLLM_DIE_AFTER completions) to test what a run does when its server dies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--model", required=True)
+parser.add_argument("--host", default="127.0.0.1")
+parser.add_argument("--port", type=int, required=True)
+args, _ = parser.parse_known_args()
+DIE_AFTER = int(os.environ.get("FAKE_VLLM_DIE_AFTER", "0"))
+LOG = os.environ["FAKE_VLLM_REQUESTS"]
+lock = threading.Lock()
+served = 0
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *_: object) -> None:
+        pass
+
+    def _send(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._send({})
+        elif self.path == "/v1/models":
+            self._send({"data": [{"id": args.model}]})
+        else:
+            self.send_error(404)
+
+    def do_POST(self) -> None:
+        global served
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with lock:
+            served += 1
+            if DIE_AFTER and served > DIE_AFTER:
+                print("fake engine died", flush=True)
+                os._exit(17)
+            with open(LOG, "a") as out:
+                out.write(json.dumps(body) + "\n")
+        text = "The answer is \\boxed{4}."
+        self._send(
+            {
+                "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 9},
+            }
+        )
+
+
+if os.environ.get("FAKE_VLLM_FAIL_START"):
+    print("fake vLLM server: no such model", flush=True)
+    raise SystemExit(3)
+print("fake vLLM server up", flush=True)
+ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()

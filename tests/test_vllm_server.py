@@ -1,0 +1,153 @@
+"""Probe and evaluate through a real vLLM server that sparft starts itself (vLLM's CPU build
+from ``make vllm-env``, serving the offline SmolLM2 folder): results as the ``hf`` backend's,
+a server killed mid-probe named in the error, and the probe resumed by the next run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from sparft.serving import PYTHON_ENV, VLLM_VENV
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+VLLM_PYTHON = Path(os.environ.get(PYTHON_ENV) or ROOT / VLLM_VENV / "bin" / "python")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.vllm,
+    pytest.mark.server,
+    pytest.mark.skipif(
+        not VLLM_PYTHON.exists(), reason=f"no vLLM environment at {VLLM_PYTHON}: make vllm-env"
+    ),
+]
+
+
+def _project(root: Path, smollm2_dir: Path, backend: str) -> Path:
+    """32 arithmetic questions probed greedily (so both backends must agree), 8 held out."""
+    root.mkdir(parents=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["arithmetic"].update(per_grade=4)
+    params["generation"].update(
+        backend=backend, model=str(smollm2_dir), dtype="float32", batch_size=16, num_threads=2
+    )
+    # eager: the server is up in ~35 s here instead of ~2.5 min of graph compilation
+    params["generation"]["server"] = {"extra_args": ["--enforce-eager"], "max_model_len": 1024}
+    params["probe"].update(k=2, temperature=0.0, max_new_tokens=48, batch_questions=4)
+    params["evaluate"].update(
+        model=str(smollm2_dir), include_base=False, limit=8, max_new_tokens=48, batch_questions=4
+    )
+    params["tracking"]["enabled"] = False
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        PYTHON_ENV: str(VLLM_PYTHON),
+        "OMP_NUM_THREADS": "2",
+    }
+
+
+def _stage(root: Path, name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sparft", "stage", name],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+
+
+def _ok(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+
+def _journal_batches(root: Path) -> int:
+    """Finished batches in the probe's journal (each file starts with a header line)."""
+    files = list((root / "data" / "probe.progress").glob("*.jsonl"))
+    return sum(max(p.read_text().count("\n") - 1, 0) for p in files)
+
+
+def _vllm_server(pid: int) -> psutil.Process | None:
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "vllm.entrypoints.openai.api_server" in " ".join(child.cmdline()):
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def test_probe_and_evaluate_through_a_managed_vllm_server(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    hf = _project(tmp_path / "hf", smollm2_dir, "hf")
+    served = _project(tmp_path / "vllm", smollm2_dir, "vllm-server")
+    for root in (hf, served):
+        _ok(_stage(root, "load"))
+    _ok(_stage(hf, "probe"))
+    _ok(_stage(hf, "evaluate"))
+
+    # the first run: its server killed once two batches are in the journal
+    run = subprocess.Popen(
+        ["sparft", "stage", "probe"],
+        cwd=served,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 900
+    while _journal_batches(served) < 2:
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, "the probe never got going"
+        time.sleep(0.2)
+    server = _vllm_server(run.pid)
+    assert server is not None
+    os.killpg(server.pid, signal.SIGKILL)  # the API server and its engine process
+    out, err = run.communicate(timeout=300)
+    assert run.returncode != 0
+    message = " ".join((out + err).split())
+    assert "the vLLM server sparft started at http://127.0.0.1:" in message
+    assert f"exited with code {-signal.SIGKILL}" in message
+    assert not (served / "data" / "probe.parquet").exists()
+    assert _journal_batches(served) >= 2
+    assert not psutil.pid_exists(server.pid) or server.status() == psutil.STATUS_ZOMBIE
+
+    _ok(_stage(served, "probe"))
+    summary = json.loads((served / "data" / "probe_summary.json").read_text())
+    assert summary["resumed_questions"] >= 8
+    assert summary["sampling_seeded"] is False  # the CPU build gets no per-request seeds
+    assert not (served / "data" / "probe.progress").exists()
+    _ok(_stage(served, "evaluate"))
+
+    # greedy float32 on both engines: the same answers, question by question
+    a, b = (pd.read_parquet(root / "data" / "probe.parquet") for root in (hf, served))
+    assert list(a["id"]) == list(b["id"]) and len(a) == 32
+    agree = (a["n_correct"] == b["n_correct"]).mean()
+    assert agree >= 0.9, pd.concat([a, b], axis=1)
+    assert abs(a["mean_completion_tokens"].mean() - b["mean_completion_tokens"].mean()) < 3
+    assert b["solve_rate"].sum() > 0  # SmolLM2 solves some first-grade sums
+
+    x, y = (pd.read_parquet(root / "data" / "eval" / "results.parquet") for root in (hf, served))
+    assert len(x) == len(y) == 8
+    assert (x["question"].to_numpy() == y["question"].to_numpy()).all()
+    matched = sum(
+        json.dumps(list(p)) == json.dumps(list(q))
+        for p, q in zip(x["extracted"], y["extracted"], strict=True)
+    )
+    assert matched >= 7, pd.concat([x["extracted"], y["extracted"]], axis=1)
