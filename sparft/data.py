@@ -57,6 +57,12 @@ class DataConfig(BaseModel):
     fields: FieldMap | None = Field(None, description="Field mapping for files and hub data sets.")
     on_bad_rows: Literal["error", "skip"] = "error"
     limit: int | None = Field(None, ge=1, description="Keep at most this many rows (after dedup).")
+    max_question_chars: int | None = Field(
+        8000,
+        ge=1,
+        description="Longest question accepted, in characters (longest in the shared "
+        "benchmarks: 5154); a longer one is a bad row (on_bad_rows). null: no limit.",
+    )
     shared_dir: str = Field(
         "../shared/data",
         description="Folder holding the benchmark files; env SPARFT_SHARED_DATA overrides.",
@@ -155,45 +161,104 @@ def parse_spec(spec: str, split: str | None) -> tuple[str, str | None]:
     return spec, split
 
 
+BINARY_PROBE = 8192  # bytes looked at for a NUL: text files have none
+
+
+def read_text(path: Path, unit: str = "line") -> str:
+    """The file as UTF-8 text (a BOM allowed), or a ``DataError`` that says where it is not:
+    a binary file, or the ``unit`` (row of a jsonl, line otherwise) and column of the first
+    byte that is not UTF-8."""
+    data = path.read_bytes()
+    nul = data.find(b"\x00", 0, BINARY_PROBE)
+    if nul >= 0:
+        raise DataError(
+            f"{path}: a binary file, not {path.suffix.lstrip('.')} text (NUL byte at offset {nul})"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(
+            f"{path}: {unit} {line}: not UTF-8 (byte 0x{data[err.start]:02x} at column "
+            f"{column}); re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8"
+        ) from err
+
+
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (1-based row number, record) from jsonl/json/parquet/csv; errors name the row."""
     suffix = path.suffix.lower()
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if suffix == ".jsonl":
-        with path.open() as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}: row {line_no}: invalid JSON ({err.msg})") from err
-                if not isinstance(record, dict):
-                    raise DataError(f"{path}: row {line_no}: expected a JSON object")
-                yield line_no, record
+        for line_no, line in enumerate(read_text(path, "row").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(
+                    f"{path}: row {line_no}: invalid JSON at column {err.colno} ({err.msg})"
+                ) from err
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{path}: row {line_no}: expected a JSON object, got {_json_kind(record)}"
+                )
+            yield line_no, record
     elif suffix == ".json":
+        text = read_text(path)
+        if not text.strip():
+            raise DataError(f"{path}: the file is empty")
         try:
-            payload = json.loads(path.read_text())
+            payload = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}: invalid JSON at line {err.lineno} ({err.msg})") from err
+            raise DataError(
+                f"{path}: invalid JSON at line {err.lineno}, column {err.colno} ({err.msg})"
+            ) from err
         if isinstance(payload, dict):
             lists = [v for v in payload.values() if isinstance(v, list)]
             if len(lists) != 1:
                 raise DataError(f"{path}: expected a list of records or an object with one list")
             payload = lists[0]
         if not isinstance(payload, list):
-            raise DataError(f"{path}: expected a list of records")
+            raise DataError(f"{path}: expected a list of records, got {_json_kind(payload)}")
         for index, record in enumerate(payload, start=1):
             if not isinstance(record, dict):
-                raise DataError(f"{path}: row {index}: expected a JSON object")
+                raise DataError(
+                    f"{path}: row {index}: expected a JSON object, got {_json_kind(record)}"
+                )
             yield index, record
     elif suffix in {".parquet", ".csv"}:
-        frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        frame = _read_table(path, suffix)
         for index, record in enumerate(frame.to_dict(orient="records"), start=1):
             yield index, {k: _none_if_nan(v) for k, v in record.items()}
     else:
         raise DataError(f"{path}: unsupported file type '{suffix}' (use jsonl, json, parquet, csv)")
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number" if isinstance(value, int | float) else "a value")
+
+
+def _read_table(path: Path, suffix: str) -> pd.DataFrame:
+    """A parquet or csv file as a frame; what pandas or pyarrow cannot read, as a DataError."""
+    import io
+
+    import pyarrow as pa
+
+    if suffix == ".csv":
+        text = read_text(path)
+        if not text.strip():
+            raise DataError(f"{path}: the file is empty")
+        try:
+            return pd.read_csv(io.StringIO(text))
+        except pd.errors.ParserError as err:
+            raise DataError(f"{path}: not valid CSV ({err})") from err
+    try:
+        return pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable parquet file ({err})") from err
 
 
 def _none_if_nan(value: Any) -> Any:
@@ -224,7 +289,12 @@ def _answer_text(value: Any, where: str, row: int, name: str, delimiter: str | N
 
 
 def normalise_row(
-    record: dict[str, Any], row: int, where: str, source: str, fields: FieldMap
+    record: dict[str, Any],
+    row: int,
+    where: str,
+    source: str,
+    fields: FieldMap,
+    max_chars: int | None = None,
 ) -> dict[str, Any]:
     """Map one source record onto the schema or raise ``BadRowError``."""
     question = record.get(fields.question)
@@ -236,6 +306,13 @@ def normalise_row(
         )
     if not question.strip():
         raise BadRowError(where, row, fields.question, "empty")
+    if max_chars is not None and len(question) > max_chars:
+        raise BadRowError(
+            where,
+            row,
+            fields.question,
+            f"{len(question)} characters, over data.max_question_chars={max_chars}",
+        )
     answer = _answer_text(
         record.get(fields.answer), where, row, fields.answer, fields.answer_delimiter
     )
@@ -268,6 +345,7 @@ def build_frame(
     fields: FieldMap,
     on_bad_rows: Literal["error", "skip"] = "error",
     limit: int | None = None,
+    max_chars: int | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
     """Normalise, validate and de-duplicate records; duplicates keep their first occurrence."""
     report = LoadReport(source=where)
@@ -276,7 +354,7 @@ def build_frame(
     for row_number, record in records:
         report.rows_read += 1
         try:
-            row = normalise_row(record, row_number, where, source, fields)
+            row = normalise_row(record, row_number, where, source, fields, max_chars)
         except BadRowError as err:
             if on_bad_rows == "error":
                 raise
@@ -296,10 +374,11 @@ def build_frame(
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["difficulty_label"] = frame["difficulty_label"].astype("float64")
     report.rows_kept = len(frame)
+    if report.rows_read == 0:
+        raise DataError(f"{where}: no rows (the file or split is empty)")
     if frame.empty:
-        raise DataError(
-            f"{where}: no usable rows ({report.rows_read} read, {dict(report.dropped)})"
-        )
+        why = "; ".join(f"{n} {reason}" for reason, n in report.dropped.items())
+        raise DataError(f"{where}: no usable rows: {report.rows_read} read, dropped: {why}")
     return frame, report
 
 
@@ -335,6 +414,7 @@ def load_dataset(
             FieldMap(solution="solution", difficulty="grade"),
             cfg.on_bad_rows,
             cfg.limit,
+            cfg.max_question_chars,
         )
     if name in BUILTINS:
         builtin = BUILTINS[name]
@@ -351,6 +431,7 @@ def load_dataset(
             cfg.fields or builtin.fields,
             cfg.on_bad_rows,
             cfg.limit,
+            cfg.max_question_chars,
         )
     path = Path(name).expanduser()
     if path.exists():
@@ -361,6 +442,7 @@ def load_dataset(
             cfg.fields or FieldMap(),
             cfg.on_bad_rows,
             cfg.limit,
+            cfg.max_question_chars,
         )
     source = f"{name}:{split}" if split else name
     return build_frame(

@@ -354,10 +354,36 @@ def prepare_model(name: str, cache: Path | None = None) -> str:
     """
     preset = PRESETS.get(name)
     if preset is None:
+        _check_reachable(name)
         return name
     if preset.needs_conversion:
         return str(_prepare_gguf(preset, cache))
     return str(_source_files(preset)[0])
+
+
+def _check_reachable(name: str) -> None:
+    """A name that is no preset must be a folder, or a hub id that can be loaded: online, or
+    offline from the Hugging Face cache. Else say so here, not in a hub traceback later."""
+    if Path(name).expanduser().exists():
+        return
+    presets = ", ".join(PRESETS)
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local:
+        raise ModelNotAvailableError(f"model '{name}': no such folder (presets: {presets})")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in {"1", "true", "yes", "on"}:
+        return  # online: the hub decides
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repo id either
+        cached = None
+    if not isinstance(cached, str):
+        raise ModelNotAvailableError(
+            f"model '{name}' is not a preset ({presets}), not a local folder, and not in the "
+            "Hugging Face cache; HF_HUB_OFFLINE=1 forbids downloading it. Use a preset or a "
+            "folder, or unset HF_HUB_OFFLINE to fetch it from the hub."
+        )
 
 
 def list_presets(cache: Path | None = None) -> list[PresetStatus]:

@@ -21,6 +21,7 @@ import itertools
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from time import perf_counter
@@ -529,6 +530,27 @@ def _use_bf16(cfg: TrainConfig) -> bool:
     return cfg.precision == "bf16"
 
 
+CHECKPOINTING_RENAMES = (
+    ("gradient_checkpointing", "activation_checkpointing"),
+    ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+)
+
+
+def quiet_known_warnings() -> None:
+    """Silence what is known and harmless: TRL 1.16 turns checkpointing off and on around
+    every generation through transformers' old method names, and each call warns that the
+    name goes away in transformers 6. Nothing else is filtered."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated and will be "
+        r"removed in v6",
+        category=FutureWarning,
+    )
+
+
+quiet_known_warnings()
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -568,7 +590,12 @@ def grpo_args(cfg: TrainConfig, report_to: Sequence[str] = ()) -> GRPOConfig:
         "dataloader_num_workers": 0,
         "ddp_find_unused_parameters": False,
     }
-    kwargs.update(cfg.grpo)
+    grpo = dict(cfg.grpo)
+    for old, new in CHECKPOINTING_RENAMES:  # transformers' new names: no deprecation warning
+        if old in grpo:
+            grpo.setdefault(new, grpo.pop(old))
+    kwargs["activation_checkpointing"] = True  # TRL's default for GRPO, under the new name
+    kwargs.update(grpo)
     return GRPOConfig(**kwargs)
 
 

@@ -90,7 +90,7 @@ def test_malformed_json_line_and_empty_set(tmp_path: Path) -> None:
         load_dataset(DataConfig(spec=str(path)))
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(DataError, match="no usable rows"):
+    with pytest.raises(DataError, match=r"no rows \(the file or split is empty\)"):
         load_dataset(DataConfig(spec=str(empty)))
 
 

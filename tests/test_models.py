@@ -56,11 +56,27 @@ def test_cache_dir_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert prepared_path(SMOL, tmp_path) == tmp_path / "models" / SMOL
 
 
-def test_local_folder_and_hub_id_pass_through(tmp_path: Path) -> None:
+def test_local_folder_and_hub_id_pass_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder passes; a hub id passes online, or offline when the HF cache has it; offline
+    without it, or a path that is not there, is an error that names the value."""
+    import huggingface_hub
+
+    hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert prepare_model(str(tmp_path)) == str(tmp_path)
-    assert prepare_model("HuggingFaceTB/SmolLM2-135M-Instruct") == (
-        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    with pytest.raises(ModelNotAvailableError, match=r"'./not-here': no such folder"):
+        prepare_model("./not-here")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError, match=r"not in the Hugging Face cache"):
+        prepare_model(hub_id)
+    monkeypatch.setattr(
+        huggingface_hub, "try_to_load_from_cache", lambda repo, name: f"/cache/{repo}/{name}"
     )
+    assert prepare_model(hub_id) == hub_id
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: None)
+    assert prepare_model(hub_id) == hub_id  # online: the hub decides
 
 
 def test_embedding_preset_is_the_package_folder() -> None:

@@ -410,3 +410,28 @@ def test_accelerate_configs_load(name: str, kind: str, sharding: int | None) -> 
     if kind == "FSDP":
         assert config.fsdp_config["fsdp_version"] == sharding
         assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+def test_known_deprecation_warnings_are_quiet_and_only_they(tiny_lm_dir: Path) -> None:
+    """The config is built under transformers' new checkpointing names (no warning at the
+    source); TRL's per-generation toggling through the old names is filtered; any other
+    FutureWarning still shows, and a user's ``gradient_checkpointing`` still counts."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    from sparft.trainer import quiet_known_warnings
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = grpo_args(TrainConfig())
+        off = grpo_args(TrainConfig(grpo={"gradient_checkpointing": False}))
+        quiet_known_warnings()
+        model.gradient_checkpointing_enable()
+        assert model.is_gradient_checkpointing
+        model.gradient_checkpointing_disable()
+        warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else is deprecated"]
+    assert args.activation_checkpointing is True and args.gradient_checkpointing is True
+    assert off.activation_checkpointing is False
