@@ -191,7 +191,8 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if suffix == ".jsonl":
-        for line_no, line in enumerate(read_text(path, "row").splitlines(), start=1):
+        # "\n" only: splitlines() would also cut at U+2028 and others, legal inside a JSON string
+        for line_no, line in enumerate(read_text(path, "row").split("\n"), start=1):
             if not line.strip():
                 continue
             try:

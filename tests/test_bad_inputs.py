@@ -214,3 +214,18 @@ def test_budget_over_the_data_keeps_everything_and_says_so(
     summary = json.loads((clustered / "data" / "select_summary.json").read_text())
     assert summary["selected"] == 24
     assert any("select.budget=1000 >= 24" in note for note in summary["notes"])
+
+
+def test_jsonl_rows_are_lines_only_at_newlines(tmp_path: Path) -> None:
+    """A raw line separator (U+2028) or next-line mark inside a JSON string is not a new row; CRLF
+    files and a UTF-8 BOM load."""
+    from sparft.data import DataConfig, load_dataset
+
+    path = tmp_path / "data.jsonl"
+    text = (
+        '{"question": "a\u2028b\x85c\u2029?", "answer": "1"}\r\n'
+        '{"question": "d?", "answer": "2"}\r\n'
+    )
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    frame, _ = load_dataset(DataConfig(spec=str(path)))
+    assert list(frame["question"]) == ["a\u2028b\x85c\u2029?", "d?"]
