@@ -574,12 +574,10 @@ def evaluate(
             console.print(f"evaluating {label} ({resolved[label]}): {sizes} questions x {cfg.n}")
         with serving(gen, progress) as served:
             job = EvalJob(served, cfg, prompt, label, backend_factory)
-            if in_process():
-                scored = run_chunks(job, chunks, progress)
-            else:
-                runs = deal(chunks, workers())
-                shards = map_shards(partial(run_chunks, job), runs, f"evaluate {label}")
-                scored = [part for shard in shards for part in shard]
+            # one run per worker; a progress bar only where this process does the work
+            each = partial(run_chunks, job, progress=progress and in_process())
+            shards = map_shards(each, deal(chunks, workers()), f"evaluate {label}")
+            scored = [part for shard in shards for part in shard]
         frames.extend(part.rows for part in scored)
         for name in benchmarks:
             mine = [part for part in scored if part.benchmark == name]

@@ -693,21 +693,15 @@ def make_backend(
         return VLLMBackend(cfg, llm=model)
     if model is not None:
         raise ValueError("backend 'vllm-server' runs the model in the server; pass no model")
-    if tokenizer is None and Path(cfg.model).is_dir():
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    if cfg.server_url:
-        return VLLMServerBackend(cfg, tokenizer=tokenizer)
-    # no URL: a server of our own, which the backend stops when it is closed
     stack = ExitStack()
-    served = stack.enter_context(serving(cfg))
+    if not cfg.server_url:  # a server of our own, which the backend stops when it is closed
+        cfg = stack.enter_context(serving(cfg))
     try:
-        if tokenizer is None and Path(served.model).is_dir():
+        if tokenizer is None and Path(cfg.model).is_dir():
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(served.model)
-        backend = VLLMServerBackend(served, tokenizer=tokenizer)
+            tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        backend = VLLMServerBackend(cfg, tokenizer=tokenizer)
     except BaseException:
         stack.close()
         raise

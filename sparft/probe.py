@@ -123,7 +123,7 @@ class Journal:
         return found
 
     def finished_rows(self) -> int:
-        """How many question rows the journal holds (for a live progress bar)."""
+        """How many question rows the journal holds."""
         return sum(len(rows) for rows in self.done().values())
 
     @contextmanager

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -200,7 +200,7 @@ class VLLMServer:
         assert self.process is not None
         started = time.monotonic()
         label = f"starting the vLLM server for {Path(self.model).name} at {base}"
-        with Console(stderr=True).status(label, spinner="dots") if progress else _nothing():
+        with Console(stderr=True).status(label, spinner="dots") if progress else nullcontext():
             wait_healthy(
                 base,
                 self.process,
@@ -269,11 +269,6 @@ def wait_healthy(
                 f"Last lines of {log_path}:\n{log_tail(log_path)}"
             )
         time.sleep(1)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sparft.serving import free_port
 from sparft.stages import STAGES
 from sparft.testing import TINY_SETTINGS
 
@@ -151,12 +151,6 @@ def test_dvc_lock_is_skipped_outside_a_dvc_repo(tmp_path: Path) -> None:
 # ------------------------------------------------------------------- the pipeline, for real
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Server:
     """A ``prefect server start`` of this test module, with its own home and database."""
@@ -224,7 +218,7 @@ class Project:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Started at once, waited for only where used, so it boots while the first run works."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port("127.0.0.1")
     url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(

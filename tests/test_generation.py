@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,13 @@ from sparft.generation import (
     make_backend,
 )
 from sparft.models import load_causal_lm
-from sparft.serving import PYTHON_ENV, VLLM_VENV, ServerConfig, ServerStartError, wait_healthy
+from sparft.serving import (
+    ServerConfig,
+    ServerStartError,
+    free_port,
+    vllm_python,
+    wait_healthy,
+)
 from sparft.testing import tiny_sentences
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,14 +248,8 @@ def test_vllm_missing_gives_clear_error() -> None:
         make_backend(GenerationConfig(backend="vllm"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_server_connection_refused_names_url() -> None:
-    url = f"http://127.0.0.1:{free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port('127.0.0.1')}/v1"
     cfg = GenerationConfig(backend="vllm-server", server_url=url, model="m", max_new_tokens=4)
     with make_backend(cfg) as backend, pytest.raises(ServerError, match=url):
         backend.generate(["hello"], progress=False)
@@ -295,10 +294,10 @@ def _serving_available(python: str) -> bool:
 
 def _vllm_python() -> str:
     """The vLLM environment's interpreter ($SPARFT_VLLM_PYTHON, else ``make vllm-env``'s)."""
-    python = Path(os.environ.get(PYTHON_ENV) or REPO / VLLM_VENV / "bin" / "python")
-    if not python.exists():
-        pytest.skip(f"no vLLM environment at {python}: make vllm-env")
-    return str(python)
+    try:
+        return str(vllm_python(ServerConfig(), REPO))
+    except ServerStartError as err:
+        pytest.skip(str(err))
 
 
 def _server_command(kind: str, model_dir: Path, port: int) -> list[str]:
@@ -346,7 +345,7 @@ def openai_server(
     request: pytest.FixtureRequest, smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Any:
     """A real OpenAI-compatible server serving SmolLM2 on 127.0.0.1; yields its /v1 URL."""
-    port = free_port()
+    port = free_port("127.0.0.1")
     command = _server_command(request.param, smollm2_dir, port)
     log = tmp_path_factory.mktemp("serve") / f"{request.param}.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -17,19 +17,21 @@ import psutil
 import pytest
 import yaml
 
-from sparft.serving import PYTHON_ENV, VLLM_VENV
+from sparft.serving import PYTHON_ENV, ServerConfig, ServerStartError, vllm_python
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-VLLM_PYTHON = Path(os.environ.get(PYTHON_ENV) or ROOT / VLLM_VENV / "bin" / "python")
+try:
+    VLLM_PYTHON: Path | None = vllm_python(ServerConfig(), ROOT)
+    NO_VLLM = ""
+except ServerStartError as err:
+    VLLM_PYTHON, NO_VLLM = None, str(err)
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.vllm,
     pytest.mark.server,
-    pytest.mark.skipif(
-        not VLLM_PYTHON.exists(), reason=f"no vLLM environment at {VLLM_PYTHON}: make vllm-env"
-    ),
+    pytest.mark.skipif(VLLM_PYTHON is None, reason=NO_VLLM),
 ]
 
 
