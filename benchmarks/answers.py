@@ -73,11 +73,11 @@ def _math_verify_alone(prediction: str, gold: str) -> bool:
         return False
 
 
-def _in_thread(fn: Callable[[str, str], bool]) -> Callable[[str, str], bool]:
+def _in_thread(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     """``fn`` called from a worker thread, where the time limit runs in a worker process."""
 
-    def call(prediction: str, gold: str) -> bool:
-        out: list[bool] = []
+    def call(prediction: Any, gold: Any) -> Any:
+        out: list[Any] = []
         thread = threading.Thread(target=lambda: out.append(fn(prediction, gold)))
         thread.start()
         thread.join()
@@ -153,6 +153,14 @@ def hostile_inputs() -> list[tuple[str, str, str]]:
         ("5000 nested braces", r"\boxed{" + "{" * 5000 + "1" + "}" * 5001, "1"),
         ("long chain of equalities", "$" + " = ".join(["x"] * 3000) + " = 5$", "5"),
         ("deep fraction", r"\boxed{" + r"\frac{1}{1+" * 300 + "1" + "}" * 600 + "}", "1"),
+        ("factorial of a power", r"\boxed{(10^{10})!}", "1"),
+        ("power of a factorial", r"\boxed{10^{10^{10}}! - 9^{9^{9}}}", "2"),
+        ("deep roots", r"\boxed{" + r"\sqrt{" * 500 + "2" + "}" * 501, "2"),
+        ("1 MB of digits", "9" * 1_000_000, "9"),
+        ("1 MB of LaTeX", r"\left(" * 100_000 + "1" + r"\right)" * 100_000, "1"),
+        ("RTL, zero-width, NUL", "\u202e\u200b\u200f\x00" * 2000 + r"\boxed{4\u200b2}", "42"),
+        ("unicode digits and marks", r"\boxed{\u0664\u0662\u0301}", "42"),
+        ("nested \\frac in a box", r"\boxed{\frac{\frac{\frac{1}{2}}{3^{4^{5^{6}}}}}{7}}", "1"),
     ]
 
 
@@ -200,6 +208,82 @@ def run_hostile() -> list[dict[str, Any]]:
     return rows
 
 
+def _reward_batch(completions: list[str], golds: list[str]) -> int:
+    from sparft.rewards import correctness_reward
+
+    return int(sum(correctness_reward(completions, golds)))
+
+
+def _evaluation_batch(completions: list[str], golds: list[str]) -> int:
+    import pandas as pd
+
+    from sparft.evaluation import score_results
+    from sparft.generation import Completion, PromptResult
+
+    questions = pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(len(golds))],
+            "question": ["?"] * len(golds),
+            "answer": golds,
+            "difficulty_label": [None] * len(golds),
+        }
+    )
+    results = [PromptResult(1, [Completion(c, 1, "stop")]) for c in completions]
+    return int(score_results(questions, results, "hostile", "none")["n_correct"].sum())
+
+
+def _probe_batch(completions: list[str], golds: list[str]) -> int:
+    """The probe's scoring path: ``score_batch`` on a backend that answers with the batch."""
+    import pandas as pd
+
+    from sparft.generation import Completion, PromptResult
+    from sparft.probe import ProbeConfig, score_batch
+    from sparft.prompts import PromptConfig
+
+    class Canned:
+        def generate(self, prompts: list[Any], **kwargs: Any) -> list[PromptResult]:
+            return [PromptResult(1, [Completion(c, 1, "stop")]) for c in completions]
+
+    batch = pd.DataFrame({"id": range(len(golds)), "question": ["?"] * len(golds), "answer": golds})
+    rows = score_batch(batch, Canned(), ProbeConfig(k=1), PromptConfig(), 0)  # type: ignore[arg-type]
+    return int(sum(r["n_correct"] for r in rows))
+
+
+BATCH_PATHS: dict[str, Callable[[list[str], list[str]], int]] = {
+    "GRPO reward (correctness_reward)": _reward_batch,
+    "evaluation (score_results)": _evaluation_batch,
+    "probe (score_batch)": _probe_batch,
+}
+
+
+def run_batches(size: int) -> list[dict[str, Any]]:
+    """Batches of ``size`` hostile completions (the slowest inputs repeated, plus every other
+    one) through each scoring path, on the main thread and from a worker thread: each must
+    end within its batch budget (``answers.BATCH_BUDGET_S``) plus a worker grace and score 0,
+    and the check after it must still be right."""
+    cases = hostile_inputs()
+    slow = [c for c in cases if "tower" in c[0] or "factorial" in c[0]]
+    picked = [*cases, *(slow * size)][:size]
+    completions = [c for _, c, _ in picked] + [r"\boxed{42}"]
+    golds = [g for _, _, g in picked] + ["42"]
+    rows = []
+    for name, fn in BATCH_PATHS.items():
+        for where in ("main thread", "worker thread"):
+            start = time.perf_counter()
+            call = fn if where == "main thread" else _in_thread(fn)
+            correct = call(completions, golds)
+            rows.append(
+                {
+                    "path": name,
+                    "where": where,
+                    "completions": len(completions),
+                    "correct": correct,
+                    "s": round(time.perf_counter() - start, 3),
+                }
+            )
+    return rows
+
+
 def print_report(report: dict[str, Any]) -> None:
     layers = report["layers"]
     names = list(layers)
@@ -233,6 +317,17 @@ def print_report(report: dict[str, Any]) -> None:
     for row in report["hostile"]:
         hostile.add_row(row["input"], row["where"], str(row["verdict"]), f"{row['s']:.3f}")
     console.print(hostile)
+    if report.get("batches"):
+        budget = answers.BATCH_BUDGET_S
+        batches = Table(title=f"hostile batches (budget {budget:g} s per batch; one easy check)")
+        for column in ("path", "where", "completions", "correct", "seconds"):
+            batches.add_column(column)
+        for row in report["batches"]:
+            batches.add_row(
+                row["path"], row["where"], str(row["completions"]), str(row["correct"]),
+                f"{row['s']:.2f}",
+            )  # fmt: skip
+        console.print(batches)
 
 
 def main() -> None:
@@ -240,6 +335,7 @@ def main() -> None:
     parser.add_argument("--cases", type=Path, default=TABLE, help="YAML table or JSONL rows")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/answers.json")
     parser.add_argument("--no-hostile", action="store_true", help="skip the hostile inputs")
+    parser.add_argument("--batch", type=int, default=64, help="hostile batch size (0: none)")
     args = parser.parse_args()
     cases = load_cases(args.cases)
     cases_file = args.cases.relative_to(ROOT) if args.cases.is_relative_to(ROOT) else args.cases
@@ -247,6 +343,8 @@ def main() -> None:
     report["layers"] = run_layers(cases)
     report["ablations"] = run_ablations(cases)
     report["hostile"] = [] if args.no_hostile else run_hostile()
+    report["batches"] = [] if args.no_hostile or not args.batch else run_batches(args.batch)
+    report["batch_budget_s"] = answers.BATCH_BUDGET_S
     print_report(report)
     worst = max((row["s"] for row in report["hostile"]), default=0.0)
     console.print(f"worst hostile check: {worst:.2f} s (limit {TIMEOUT_S:g} s + 1 s grace)")

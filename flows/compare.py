@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,7 +43,7 @@ from sparft.config import ConfigError, Params, load_params
 from sparft.stages import STAGES
 from sparft.stages.evaluate import METRICS as EVAL_METRICS
 from sparft.stages.stage import lookup
-from sparft.tracking import run_stage, tracked_run
+from sparft.tracking import log_headline, run_stage, tracked_run
 
 DEFAULT_GRID: dict[str, list[Any]] = {"train.curriculum": ["sparft", "uniform"], "train.seed": [0]}
 RESULT_FILE = "variant.json"
@@ -193,61 +194,29 @@ def compare(
     """Run the stages before ``from_stage`` once, then the rest for every grid combination (at
     most ``parallel`` at a time); with ``include_base``, evaluate ``generation.model`` too."""
     root = Path(project_dir).resolve() if project_dir else Path.cwd()
-    names = list(STAGES)
-    if from_stage not in names:
-        raise ConfigError(f"from_stage '{from_stage}': not a stage ({', '.join(names)})")
-    shared, own = names[: names.index(from_stage)], names[names.index(from_stage) :]
-    evaluates = "evaluate" in own
-    once = ["evaluate.include_base=false"] if evaluates else []  # the base is evaluated once
-    jobs = [(label, own, [*o, *once]) for label, o in expand(grid or DEFAULT_GRID)]
     with working_dir(root):
         params = load_params(params_file, overrides or [])
-        if include_base and evaluates:
-            jobs.append(
-                ("base", ["evaluate"], [*once, f"evaluate.model={params.generation.model}"])
+        with tracked_run("compare", params, tags=flow_tags("compare")) as mlrun:
+            results = run_variants(
+                params_file,
+                overrides or [],
+                root,
+                expand(grid or DEFAULT_GRID),
+                from_stage,
+                include_base,
+                parallel,
+                mlrun,
             )
-        ctx = FlowRunContext.get()
-        tags = {"sparft.kind": "compare"}
-        if ctx is not None and ctx.flow_run is not None:
-            tags["prefect.flow_run_id"] = str(ctx.flow_run.id)
-        with tracked_run("compare", params, tags=tags) as mlrun:
-            if shared:
-                pipeline(params_file, overrides, str(root), stages=shared)
-            uri = absolute_uri(_tracking_uri(params), root) if mlrun is not None else None
-            calls = []
-            for label, stages, extra in jobs:
-                p = load_params(params_file, [*(overrides or []), *extra])
-                config = p.model_dump(mode="json")
-                specs = [s for name, s in all_specs(config).items() if name in stages]
-                workdir = root / "data" / "compare" / slug(label)
-                key = variant_key(label, specs, config, root, workdir)
-                outs = [o for spec in specs for o in spec.outs]
-                refresh = stale_record(key, output_digests(workdir, outs), variant_task)
-                calls.append(
-                    (
-                        refresh,
-                        {
-                            "label": label,
-                            "overrides": [*(overrides or []), *extra],
-                            "params_file": str(Path(params_file).resolve()),
-                            "stages": stages,
-                            "inputs": variant_inputs(specs),
-                            "outs": outs,
-                            "root": str(root),
-                            "workdir": str(workdir),
-                            "parent_run_id": mlrun.info.run_id if mlrun is not None else None,
-                            "tracking_uri": uri,
-                            "cache_key": key,
-                        },
-                    )
-                )
-            results = _map_in_batches(calls, max(1, parallel))
+            run_ids = [r["mlflow_run_id"] for r in results if r.get("mlflow_run_id")]
+            plot = root / "data" / "compare" / "compare.png"
+            summary = summarise_variants(params, run_ids, plot) if run_ids else []
+            if mlrun is not None and summary:
+                import mlflow
+
+                mlflow.log_artifact(str(plot), artifact_path="compare")
         table = metrics_table(results)
         if table:
             create_table_artifact(table, key="sparft-compare", description="evaluation per variant")
-        run_ids = [r["mlflow_run_id"] for r in results if r.get("mlflow_run_id")]
-        plot = root / "data" / "compare" / "compare.png"
-        summary = summarise_variants(params, run_ids, plot) if run_ids else []
         if summary:
             create_table_artifact(
                 summary,
@@ -259,6 +228,75 @@ def compare(
                 "no tracked variant with train and evaluate: no per-strategy summary"
             )
         return {"variants": results, "table": table, "summary": summary}
+
+
+def flow_tags(kind: str) -> dict[str, str]:
+    """The MLflow tags of a flow's parent run: its kind and the Prefect flow run it belongs to."""
+    tags = {"sparft.kind": kind}
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        tags["prefect.flow_run_id"] = str(ctx.flow_run.id)
+    return tags
+
+
+def run_variants(
+    params_file: str,
+    overrides: list[str],
+    root: Path,
+    variants: list[tuple[str, list[str]]],
+    from_stage: str = "train",
+    include_base: bool = False,
+    parallel: int = 1,
+    mlrun: Any = None,
+    stages: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The stages before ``from_stage`` once (the cached ``pipeline`` subflow), then the rest
+    (or ``stages``) for every ``(label, overrides)`` variant in its working copy, as variant
+    runs nested under ``mlrun``; returns each variant's result, in order."""
+    names = list(STAGES)
+    if from_stage not in names:
+        raise ConfigError(f"from_stage '{from_stage}': not a stage ({', '.join(names)})")
+    shared, own = names[: names.index(from_stage)], stages or names[names.index(from_stage) :]
+    unknown = sorted(set(own) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)} (stages: {', '.join(names)})")
+    evaluates = "evaluate" in own
+    once = ["evaluate.include_base=false"] if evaluates else []  # the base is evaluated once
+    jobs = [(label, own, [*o, *once]) for label, o in variants]
+    params = load_params(params_file, overrides)
+    if include_base and evaluates:
+        jobs.append(("base", ["evaluate"], [*once, f"evaluate.model={params.generation.model}"]))
+    if shared:
+        pipeline(params_file, overrides, str(root), stages=shared)
+    uri = absolute_uri(_tracking_uri(params), root) if mlrun is not None else None
+    calls = []
+    for label, job_stages, extra in jobs:
+        p = load_params(params_file, [*overrides, *extra])
+        config = p.model_dump(mode="json")
+        specs = [s for name, s in all_specs(config).items() if name in job_stages]
+        workdir = root / "data" / "compare" / slug(label)
+        key = variant_key(label, specs, config, root, workdir)
+        outs = [o for spec in specs for o in spec.outs]
+        refresh = stale_record(key, output_digests(workdir, outs), variant_task)
+        calls.append(
+            (
+                refresh,
+                {
+                    "label": label,
+                    "overrides": [*overrides, *extra],
+                    "params_file": str(Path(params_file).resolve()),
+                    "stages": job_stages,
+                    "inputs": variant_inputs(specs),
+                    "outs": outs,
+                    "root": str(root),
+                    "workdir": str(workdir),
+                    "parent_run_id": mlrun.info.run_id if mlrun is not None else None,
+                    "tracking_uri": uri,
+                    "cache_key": key,
+                },
+            )
+        )
+    return _map_in_batches(calls, max(1, parallel))
 
 
 def _tracking_uri(params: Any) -> str:
@@ -309,9 +347,11 @@ def _worker(job: dict[str, Any]) -> int:
         tags = {"sparft.kind": "pipeline", "sparft.variant": job["label"]}
         if job.get("parent_run_id"):
             tags["mlflow.parentRunId"] = job["parent_run_id"]
+        started = time.perf_counter()
         with tracked_run(f"variant {job['label']}", params, tags=tags) as run:
-            for name in job["stages"]:
-                run_stage(STAGES[name], params)
+            summaries = {name: run_stage(STAGES[name], params) for name in job["stages"]}
+            if run is not None:
+                log_headline(params, summaries, time.perf_counter() - started)
     except PERMANENT_ERRORS as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return PERMANENT_EXIT

@@ -28,7 +28,7 @@ from flows.runners import RunnerSettings, shard_runner
 from flows.tasks import headline, stage_status, stage_task, stale_record, working_dir
 from sparft.config import ConfigError, Params, load_params
 from sparft.stages import STAGES
-from sparft.tracking import tracked_run
+from sparft.tracking import log_headline, tracked_run
 
 
 @flow(
@@ -92,6 +92,7 @@ def _run(
         if report["flow_run_url"]:
             tags["prefect.flow_run_url"] = report["flow_run_url"]
     cached_specs: list[StageSpec] = []
+    flow_start = time.perf_counter()
     with tracked_run("pipeline", params, tags=tags) as mlrun:
         if mlrun is not None:
             report["mlflow_run_id"] = mlrun.info.run_id
@@ -133,6 +134,9 @@ def _run(
         # a cached stage's lock entry may lag (dvc.lock reverted, a stage run elsewhere)
         for name in lock.commit(cached_specs, config, only_stale=True):
             logger.info("%s: cached, and its dvc.lock entry brought up to date", name)
+        if mlrun is not None:
+            summaries = {name: stage["summary"] for name, stage in report["stages"].items()}
+            log_headline(params, summaries, time.perf_counter() - flow_start)
     notes.extend(lock.notes)
     for note in notes:
         logger.info(note)

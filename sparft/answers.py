@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -69,7 +70,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -824,10 +825,58 @@ def _close_pool() -> None:
         _pool.close()
 
 
+class Budget:
+    """What a batch may spend in math-verify (``batch_budget``), and how many calls it had to
+    skip once the budget was spent."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.skipped = 0
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+_BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
+    "sparft_answer_budget", default=None
+)
+BATCH_BUDGET_S = 30.0  # a batch's math-verify time: ample for real answers (ms each)
+UNCHECKED_NOTE = (
+    "%d answer checks skipped math-verify: the batch had spent its %g s budget (hostile "
+    "completions?); sparft's own rules decided them"
+)
+_MIN_CALL_S = 0.01
+
+
+@contextlib.contextmanager
+def batch_budget(seconds: float = BATCH_BUDGET_S) -> Iterator[Budget]:
+    """Inside the block, all math-verify calls together get at most ``seconds``: each call's
+    limit is cut to what is left, and once it is spent math-verify is skipped: sparft's own
+    rules still extract and match, and a case only math-verify could settle counts as no
+    match (``Budget.skipped`` counts them). So a batch full of hostile completions (towers
+    of exponents, LaTeX bombs) ends within about ``seconds`` plus one worker grace, and the
+    run goes on."""
+    budget = Budget(seconds)
+    token = _BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _BUDGET.reset(token)
+
+
 def _bounded(name: str, args: Sequence[str], timeout_s: float) -> Any:
     """``_WORKER_CALLS[name](*args)`` within ``timeout_s`` (plus the worker grace) in any
-    thread; ``None`` when it runs past the limit."""
+    thread, and within what is left of the batch's budget; ``None`` when it runs past the
+    limit or the budget is spent."""
     call = _WORKER_CALLS[name]
+    budget = _BUDGET.get()
+    if budget is not None:
+        left = budget.left()
+        if left < _MIN_CALL_S:
+            budget.skipped += 1
+            return None
+        timeout_s = min(timeout_s, left) if timeout_s > 0 else left
     if timeout_s <= 0:
         return call(*args)
     isolation = os.environ.get("SPARFT_MATCH_ISOLATION", "auto")

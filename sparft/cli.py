@@ -515,5 +515,69 @@ def compare(
     console.print(f"plot: {plot_comparison(runs, out)}")
 
 
+def _or_never(value: Any) -> str:
+    return "never" if value is None else str(value)
+
+
+@app.command("compare-strategies")
+def compare_strategies(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(help="A strategy (repeat for more); default: compare.strategies."),
+    ] = None,
+    seed: Annotated[
+        list[int] | None, typer.Option(help="A seed (repeat for more); default: compare.seeds.")
+    ] = None,
+    parallel: Annotated[
+        int | None, typer.Option(help="Variants trained at once; default: compare.parallel.")
+    ] = None,
+) -> None:
+    """Train every strategy with every seed from one config, check each on one held-out set
+    every compare.eval_every steps, and report per strategy the accuracy with its 95% interval,
+    the paired difference against uniform and the steps and rollouts to reach uniform's final
+    accuracy (data/compare/strategies.json and .png, MLflow, Prefect)."""
+    _params(params, set_)
+    _pipeline_flow()  # Prefect's settings first
+    from flows.compare_strategies import OUT, PLOT
+    from flows.compare_strategies import compare_strategies as flow
+
+    try:
+        report = flow(
+            params_file=str(params),
+            overrides=list(set_ or []),
+            strategies=strategy,
+            seeds=seed,
+            parallel=parallel,
+        )
+    except USER_ERRORS as err:
+        _fail(err)
+    rows = report["table"]
+    settings = report["settings"]
+    table = Table(
+        title=f"{settings['model']}: {settings['heldout_questions']} held-out questions, "
+        f"{settings['max_steps']} steps, {len(settings['seeds'])} seeds "
+        f"({settings['wall_seconds']:.0f} s)"
+    )
+    columns = (
+        "strategy", "accuracy", "95% interval", "gain", "gain interval", "vs uniform",
+        "vs uniform interval", "steps to uniform", "rollouts", "train s", "effective prompts",
+    )  # fmt: skip
+    for name in columns:
+        table.add_column(name, justify="left" if name == "strategy" else "right")
+    for row in rows:
+        table.add_row(
+            row["strategy"], f"{row['accuracy']:.3f}",
+            f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]",
+            f"{row['gain']:+.3f}", row["gain_ci"],
+            "" if row["vs_uniform"] is None else f"{row['vs_uniform']:+.3f}",
+            row["vs_uniform_ci"] or "", _or_never(row["steps_to_uniform_final"]),
+            str(row["rollouts"]), f"{row['train_s']:.0f}", f"{row['effective_prompt_ratio']:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"wrote {OUT} and {PLOT}")
+
+
 if __name__ == "__main__":  # `python -m sparft.cli`, e.g. under `accelerate launch`
     app()

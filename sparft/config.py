@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sparft.arithmetic import ArithmeticConfig
 from sparft.bandit import BanditConfig
 from sparft.cluster import ClusterConfig
+from sparft.comparison import CompareConfig
 from sparft.curricula.allocation import AllocationConfig
 from sparft.curricula.cures import CuresConfig
 from sparft.curricula.dots import DotsConfig
@@ -51,6 +52,7 @@ class Params(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
 
 class ConfigError(ValueError):

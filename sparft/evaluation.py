@@ -27,6 +27,7 @@ benchmark's own order, so quick looks on different models see the same questions
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import random
 import time
@@ -63,6 +64,8 @@ from sparft.models import ModelNotAvailableError, resolve_model
 from sparft.parallel import deal, in_process, map_shards, unit_seed, workers
 from sparft.prompts import PromptConfig, build_messages
 from sparft.serving import serving
+
+logger = logging.getLogger(__name__)
 
 TRAINED = "trained"
 
@@ -255,11 +258,19 @@ def score_results(
     if len(questions) != len(results):
         raise ValueError(f"{len(questions)} questions but {len(results)} results")
     rows = []
-    for row, result in zip(questions.itertuples(index=False), results, strict=True):
-        verdicts: dict[str, tuple[str | None, bool]] = {}
-        for text in result.texts:
-            if text not in verdicts:
-                verdicts[text] = answers.grade(text, str(row.answer))
+    with answers.batch_budget() as budget:
+        graded = []
+        for row, result in zip(questions.itertuples(index=False), results, strict=True):
+            verdicts: dict[str, tuple[str | None, bool]] = {}
+            for text in result.texts:
+                if text not in verdicts:
+                    verdicts[text] = answers.grade(text, str(row.answer))
+            graded.append(verdicts)
+    if budget.skipped:
+        logger.warning(answers.UNCHECKED_NOTE, budget.skipped, budget.seconds)
+    for row, result, verdicts in zip(
+        questions.itertuples(index=False), results, graded, strict=True
+    ):
         extracted_list = [verdicts[t][0] for t in result.texts]
         correct = [verdicts[t][1] for t in result.texts]
         rows.append(

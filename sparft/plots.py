@@ -368,3 +368,68 @@ def plot_accuracy(table: pd.DataFrame, path: str | Path, title: str = "") -> Pat
     if title:
         ax.set_title(title)
     return save_figure(fig, path)
+
+
+CURVE_AXES = (
+    ("step", "GRPO steps"),
+    ("rollouts", "rollouts generated (probe and references included)"),
+    ("unique_seen", "unique training questions seen"),
+    ("train_seconds", "training wall time (s, checks excluded)"),
+)
+
+
+def plot_strategy_curves(summary: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """Held-out accuracy of every strategy against steps, rollouts, unique questions and wall
+    time (line: mean over seeds; band: the bootstrap interval), and the effective prompt ratio
+    per step."""
+    colours = _palette("tab10")
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    flat = axes.ravel()
+    for i, (name, entry) in enumerate(summary.items()):
+        colour = colours[i % 10]
+        curve = entry["curve"]
+        mean = np.array([p["mean"] for p in curve])
+        lo = np.array([p["ci"][0] for p in curve])
+        hi = np.array([p["ci"][1] for p in curve])
+        for ax, (key, _) in zip(flat[:4], CURVE_AXES, strict=True):
+            x = np.array([p[key] for p in curve], dtype=float)
+            ax.plot(x, mean, marker="o", color=colour, label=f"{name} ({len(entry['seeds'])})")
+            ax.fill_between(x, lo, hi, color=colour, alpha=0.15)
+        epr = np.array(entry["effective_prompt_ratio"]["per_step"], dtype=float)
+        if len(epr):
+            flat[4].plot(epr[:, 0], epr[:, 1], color=colour, label=name)
+    for ax, (_, label) in zip(flat[:4], CURVE_AXES, strict=True):
+        ax.set_xlabel(label)
+        ax.set_ylabel("held-out accuracy (greedy)")
+        ax.grid(alpha=0.3)
+    flat[0].legend(title="strategy (seeds)", fontsize=8)
+    flat[4].set_xlabel("GRPO steps")
+    flat[4].set_ylabel("effective prompt ratio (mean over seeds)")
+    flat[4].set_ylim(-0.02, 1.02)
+    flat[4].grid(alpha=0.3)
+    _plot_arm_preference(summary, flat[5], colours)
+    fig.suptitle(title or "strategy comparison")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _plot_arm_preference(summary: dict[str, Any], ax: Any, colours: list[Any]) -> None:
+    """Share of picks per arm against the arm's probe solve rate, one marker set per strategy
+    with arms: a bandit that prefers moderately difficult clusters peaks in the middle."""
+    drawn = False
+    for i, (name, entry) in enumerate(summary.items()):
+        arms = [a for a in entry.get("arms", []) if a.get("probe_solve_rate") is not None]
+        if not arms:
+            continue
+        arms.sort(key=lambda a: a["probe_solve_rate"])
+        x = [a["probe_solve_rate"] for a in arms]
+        y = [a["share"] for a in arms]
+        ax.plot(x, y, marker="o", linestyle=":", color=colours[i % 10], label=name)
+        drawn = True
+    ax.set_xlabel("arm's probe solve rate")
+    ax.set_ylabel("share of the arm's picks (all seeds)")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no strategy with arms", ha="center", va="center", transform=ax.transAxes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -26,9 +27,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
-from sparft.answers import is_correct
+from sparft.answers import UNCHECKED_NOTE, batch_budget, is_correct
 from sparft.parallel import deal, map_shards, unit_seed, workers
 from sparft.prompts import PromptConfig, build_messages
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from sparft.generation import GenerationBackend, GenerationConfig
@@ -49,7 +52,7 @@ class ProbeConfig(BaseModel):
     model: str | None = Field(None, description="Probe model; null uses generation.model.")
     k: int = Field(4, ge=1, le=256, description="Sampled answers per question.")
     temperature: float = Field(1.0, ge=0.0, le=5.0)
-    max_new_tokens: int = Field(256, ge=1)
+    max_new_tokens: int = Field(384, ge=1)
     batch_questions: int = Field(16, ge=1, description="Questions per saved batch.")
     max_questions: int | None = Field(
         None, ge=1, description="Probe a seeded sample of at most this many questions."
@@ -177,8 +180,14 @@ def score_batch(
         seed=seed,
     )
     rows = []
-    for (_, row), result in zip(batch.iterrows(), results, strict=True):
-        correct = sum(is_correct(c.text, row["answer"]) for c in result.completions)
+    with batch_budget() as budget:
+        verdicts = [
+            sum(is_correct(c.text, row["answer"]) for c in result.completions)
+            for (_, row), result in zip(batch.iterrows(), results, strict=True)
+        ]
+    if budget.skipped:
+        log.warning(UNCHECKED_NOTE, budget.skipped, budget.seconds)
+    for (_, row), result, correct in zip(batch.iterrows(), results, verdicts, strict=True):
         tokens = [c.completion_tokens for c in result.completions]
         rows.append(
             {

@@ -22,6 +22,34 @@ TINY_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+def tiny_project(
+    root: Path,
+    model: Path,
+    source: Path,
+    settings: dict[str, dict[str, Any]] | None = None,
+    with_code: bool = True,
+) -> Path:
+    """A project folder at ``root``: ``source``'s params.yaml with ``TINY_SETTINGS``, the model
+    ``model`` and then ``settings`` section by section, and (``with_code``) a copy of the
+    ``sparft`` package and ``dvc.yaml``, which the stages' cache keys read."""
+    import shutil
+
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    if with_code:
+        shutil.copytree(
+            source / "sparft", root / "sparft", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        shutil.copy(source / "dvc.yaml", root / "dvc.yaml")
+    params = yaml.safe_load((source / "params.yaml").read_text())
+    params["generation"]["model"] = str(model)
+    for section, values in [*TINY_SETTINGS.items(), *(settings or {}).items()]:
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
 def tiny_overrides() -> list[str]:
     """``TINY_SETTINGS`` as ``section.key=value`` overrides (``--set``)."""
     return [

@@ -80,8 +80,8 @@ def tracked_run(
 
 def run_stage(stage: Stage, params: Params) -> dict[str, Any]:
     """Run one stage inside its own (nested) MLflow run: the flattened params, the summary's
-    numbers as metrics, the files its declaration names as artifacts, and the policy it
-    declares (if any) as an MLflow model."""
+    numbers as metrics (its ``series``, ``{name: [[step, value], ...]}``, step by step), the
+    files its declaration names as artifacts, and the policy it declares as an MLflow model."""
     with tracked_run(stage.name, params, tags={"sparft.stage": stage.name}) as run:
         if run is None:
             return stage.run(params)
@@ -92,6 +92,9 @@ def run_stage(stage: Stage, params: Params) -> dict[str, Any]:
         metrics = numeric_metrics(summary)
         if metrics:
             mlflow.log_metrics(metrics)
+        for name, points in summary.get("series", {}).items():  # curves: one value per step
+            for step, value in points:
+                mlflow.log_metric(name, value, step=int(step))
         for path in stage.mlflow:
             if Path(path).is_file():
                 mlflow.log_artifact(path, artifact_path=stage.name)
@@ -146,6 +149,64 @@ def log_policy(params: Params, summary: dict[str, Any], folder: str) -> Any:
                 params.tracking.registered_model, str(info.registered_model_version), key, value
             )
     return info
+
+
+def headline_params(params: Params) -> dict[str, str]:
+    """What tells runs apart in MLflow's run table: the parent run's params (the stages
+    nested under it hold the full config)."""
+    train = params.train
+    flat = flatten(params.model_dump(mode="json"))
+    return {
+        "strategy": _strategy(flat),
+        "curriculum": train.curriculum,
+        "allocation": train.allocation,
+        "replay": str(train.replay.enabled).lower(),
+        "seed": str(train.seed),
+        "model": train.model or params.generation.model,
+        "training_data": train.data,
+        "max_steps": str(train.max_steps),
+        "rollouts_per_step": str(train.rollouts_per_step),
+        "learning_rate": str(train.learning_rate),
+        "data": params.data.spec,
+    }
+
+
+def headline_metrics(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """The parent run's metrics from its stages' summaries: the trained model's held-out
+    accuracy (``heldout_accuracy``: the first benchmark, or without evaluate the learning
+    curve's last check; ``accuracy.NAME`` each), and the
+    training's effective prompt ratio, rollouts, unique questions and wall time."""
+    out: dict[str, float] = {}
+    trained = summaries.get("evaluate", {}).get("metrics", {}).get("trained", {})
+    for i, (bench, m) in enumerate(trained.items()):
+        if isinstance(m, Mapping) and isinstance(m.get("pass_at_1"), int | float):
+            out[f"accuracy.{bench}"] = float(m["pass_at_1"])
+            if i == 0:
+                out["heldout_accuracy"] = float(m["pass_at_1"])
+    train = summaries.get("train", {})
+    if "heldout_accuracy" not in out and isinstance(train.get("heldout_accuracy_final"), float):
+        out["heldout_accuracy"] = train["heldout_accuracy_final"]  # the curve's last check
+    for key, name in (
+        ("effective_prompt_ratio", "effective_prompt_ratio"),
+        ("rollouts_total", "rollouts"),
+        ("unique_questions_seen", "unique_questions_seen"),
+        ("train_seconds", "train_wall_s"),
+        ("steps", "steps"),
+    ):
+        if isinstance(train.get(key), int | float):
+            out[name] = float(train[key])
+    probe = summaries.get("probe", {})
+    if isinstance(probe.get("rollouts"), int | float):
+        out["probe_rollouts"] = float(probe["rollouts"])
+    return out
+
+
+def log_headline(params: Params, summaries: Mapping[str, Mapping[str, Any]], wall_s: float) -> None:
+    """Headline params and metrics on the active (parent) run."""
+    import mlflow
+
+    mlflow.log_params(headline_params(params))
+    mlflow.log_metrics({**headline_metrics(summaries), "wall_s": wall_s})
 
 
 def _strategy(params: Mapping[str, str]) -> str:

@@ -13,6 +13,18 @@ from sparft.replay import ReplayConfig
 LORA_AUTO_THRESHOLD = 300_000_000
 
 
+class HeldoutConfig(BaseModel):
+    """``train.heldout``: the learning curve on the evaluate stage's first benchmark."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(0, ge=0, description="Steps between checks (0: no curve).")
+    batch_size: int = Field(64, ge=1, description="Questions per generate call.")
+    cache_dir: str | None = Field(
+        None, description="Where step-0 points are cached by model and questions (null: none)."
+    )
+
+
 class TrainConfig(BaseModel):
     """The ``train`` section: GRPO with a curriculum, on the selected subset or the full set."""
 
@@ -48,6 +60,10 @@ class TrainConfig(BaseModel):
     replay: ReplayConfig = Field(
         default_factory=ReplayConfig, description="Rollout replay (DOTS+RR); any curriculum."
     )
+    heldout: HeldoutConfig = Field(
+        default_factory=HeldoutConfig,
+        description="Learning curve: greedy accuracy on the evaluate stage's first benchmark.",
+    )
     lora: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: LoRA for models over 300M parameters, full fine-tuning below."
     )
@@ -55,8 +71,10 @@ class TrainConfig(BaseModel):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     lora_target_modules: str | list[str] = "all-linear"
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 on a GPU that supports it, else fp32."
+    precision: Literal["auto", "fp32", "bf16", "bf16-mixed"] = Field(
+        "auto",
+        description="auto: bf16 on a GPU that supports it, else fp32. bf16: bf16 weights; "
+        "bf16-mixed: fp32 weights, bf16 autocast (fine updates survive; CPUs with AMX).",
     )
     save_steps: int = Field(10, ge=1, description="Checkpoint every N steps.")
     save_total_limit: int = Field(2, ge=1)

@@ -524,10 +524,11 @@ def training_dataset(frame: pd.DataFrame, prompt: PromptConfig) -> Any:
     )
 
 
-def _use_bf16(cfg: TrainConfig) -> bool:
+def use_bf16(cfg: TrainConfig) -> bool:
+    """Whether training computes in bf16 (bf16 weights, or bf16 autocast over fp32 ones)."""
     if cfg.precision == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return cfg.precision == "bf16"
+    return cfg.precision in ("bf16", "bf16-mixed")
 
 
 CHECKPOINTING_RENAMES = (
@@ -564,7 +565,7 @@ def grpo_args(cfg: TrainConfig, report_to: Sequence[str] = ()) -> GRPOConfig:
             f"train.prompts_per_step x train.num_generations = {rollouts} rollouts per step "
             f"cannot be split over {procs} processes"
         )
-    bf16 = _use_bf16(cfg)
+    bf16 = use_bf16(cfg)
     kwargs: dict[str, Any] = {
         "output_dir": cfg.checkpoint_dir,
         "max_steps": cfg.max_steps,
@@ -603,7 +604,8 @@ def load_policy(path: str, cfg: TrainConfig) -> tuple[Any, Any, Any]:
     """Model, left-padding tokenizer and (when LoRA applies) the peft config."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = torch.bfloat16 if _use_bf16(cfg) else torch.float32
+    mixed = cfg.precision == "bf16-mixed"  # fp32 master weights under autocast
+    dtype = torch.bfloat16 if use_bf16(cfg) and not mixed else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     if tokenizer.pad_token is None:
@@ -696,6 +698,7 @@ def summary_metrics(history: pd.DataFrame, logs: pd.DataFrame) -> dict[str, floa
         out["solve_rate_last_quarter"] = float(tail["solve_rate"].mean())
         out["effective_prompt_ratio"] = float(history["effective_prompt_ratio"].mean())
         out["unique_questions_seen"] = float(history["unique_seen"].iloc[-1])
+        out["rollouts_total"] = float(history["rollouts_total"].iloc[-1])
     for key in ("time/generation_s", "time/update_s", "kl", "completions/mean_length"):
         if key in logs and logs[key].notna().any():
             out["mean_" + key.replace("/", "_")] = float(logs[key].mean())

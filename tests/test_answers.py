@@ -209,6 +209,51 @@ def test_pathological_input_in_worker_threads_is_bounded() -> None:
         assert not pool.submit(answers_match, "1/2", "2").result()
 
 
+HOSTILE = [
+    PATHOLOGICAL,
+    r"\boxed{(10^{10})!}",
+    r"\boxed{" + r"\frac{1}{1+" * 300 + "1" + "}" * 600 + "}",
+    "9" * 1_000_000,
+    "\u202e\u200b\x00" * 1000 + r"\boxed{4\u200b2}",  # RTL, zero-width, NUL: not 42
+]
+
+
+@pytest.mark.parametrize("in_thread", [False, True], ids=["main thread", "worker thread"])
+def test_a_batch_of_hostile_completions_ends_within_its_budget(in_thread: bool) -> None:
+    """Eight towers at 5 s each would take 40 s; the batch's budget stops them at 1 s, they
+    score 0, the skipped checks are counted, and an easy answer after them is still right."""
+    from sparft.rewards import correctness_reward
+
+    def batch() -> tuple[list[float], int, float]:
+        start = time.perf_counter()
+        with answers.batch_budget(1.0) as budget:
+            verdicts = [float(is_correct(PATHOLOGICAL, "5")) for _ in range(8)]
+            verdicts.append(float(is_correct(r"The answer is \boxed{\frac{1}{2}}", "0.5")))
+        return verdicts, budget.skipped, time.perf_counter() - start
+
+    if in_thread:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            assert pool.submit(answers_match, "x=5", "5").result()  # worker start-up
+            verdicts, skipped, elapsed = pool.submit(batch).result()
+    else:
+        verdicts, skipped, elapsed = batch()
+    assert verdicts[:8] == [0.0] * 8 and skipped >= 7
+    assert elapsed < 1.0 + answers._WORKER_GRACE_S + 1.0
+    assert verdicts[8] == 1.0  # 1/2 = 0.5 without math-verify: the fast rules settle it
+    logged: dict[str, float] = {}
+    rewards = correctness_reward(
+        [*HOSTILE, r"\boxed{42}"], ["5", "1", "1", "9", "42", "42"], log_metric=logged.__setitem__
+    )
+    assert rewards == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0] and "answers/unchecked" in logged
+
+
+def test_budget_is_per_block() -> None:
+    with answers.batch_budget(0.0) as spent:
+        assert not answers_match("(x-1)(x+1)", "x^2-1")  # needs math-verify: skipped
+    assert spent.skipped == 1
+    assert answers_match("(x-1)(x+1)", "x^2-1")  # outside the block: checked
+
+
 def test_threading_thread_and_dead_worker_recovery() -> None:
     results: list[bool] = []
     thread = threading.Thread(target=lambda: results.append(answers_match("(x+1)^2", "x^2+2x+1")))

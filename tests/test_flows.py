@@ -26,7 +26,7 @@ import yaml
 
 from sparft.serving import free_port
 from sparft.stages import STAGES
-from sparft.testing import TINY_SETTINGS
+from sparft.testing import tiny_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -253,15 +253,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path, server:
     """A git + DVC project with the tiny settings, after one ``sparft run`` on the ephemeral
     API (the server fixture only boots meanwhile)."""
     base = tmp_path_factory.mktemp("flows")
-    root = base / "project"
-    root.mkdir()
-    shutil.copytree(ROOT / "sparft", root / "sparft", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY_SETTINGS.items():
-        params[section].update(values)
-    params["generation"]["model"] = str(tiny_lm_dir)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    root = tiny_project(base / "project", tiny_lm_dir, ROOT)
     proj = Project(root, base / "prefect-results")
     for cmd in (
         ["git", "init", "-q"],
@@ -498,6 +490,16 @@ def test_compare_flow_maps_variants_in_working_copies(project: Project, server: 
     assert "sparft (thompson, negated-solve-rate)" in strategies and "uniform" in strategies
     assert (project.root / "data" / "compare" / "compare.png").stat().st_size > 0
     assert "Data and pipelines are up to date" in project.run(["dvc", "status"])
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project.root / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["sparft"])
+    (compare_id,) = runs.loc[runs["tags.mlflow.runName"] == "compare", "run_id"]
+    logged = [a.path for a in mlflow.MlflowClient().list_artifacts(compare_id, "compare")]
+    assert logged == ["compare/compare.png"]
+    variants = runs[runs["tags.mlflow.parentRunId"] == compare_id]
+    assert set(variants["params.curriculum"]) == {"sparft", "uniform"}  # headline params
+    assert variants["metrics.heldout_accuracy"].notna().all()
 
 
 @pytest.mark.slow

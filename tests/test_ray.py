@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sparft.testing import TINY_SETTINGS
+from sparft.testing import tiny_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -74,18 +74,15 @@ def test_local_ray_instance_listens_on_loopback_only() -> None:
 def _project(root: Path, tiny_lm_dir: Path) -> Path:
     """A project with the tiny settings, cut so that probe, embed and evaluate have several
     shards, and enough questions that the probe can be killed half way."""
-    root.mkdir(parents=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY_SETTINGS.items():
-        params[section].update(values)
-    params["arithmetic"]["per_grade"] = 40
-    params["generation"].update(model=str(tiny_lm_dir), num_threads=1)
-    params["probe"].update(batch_questions=3, max_new_tokens=24)
-    params["embed"].update(batch_size=4, chunk_batches=2, num_threads=1)
-    params["evaluate"].update(batch_questions=2)
-    params["tracking"]["enabled"] = False
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return root
+    settings: dict[str, dict[str, Any]] = {
+        "arithmetic": {"per_grade": 40},
+        "generation": {"num_threads": 1},
+        "probe": {"batch_questions": 3, "max_new_tokens": 24},
+        "embed": {"batch_size": 4, "chunk_batches": 2, "num_threads": 1},
+        "evaluate": {"batch_questions": 2},
+        "tracking": {"enabled": False},
+    }
+    return tiny_project(root, tiny_lm_dir, ROOT, settings, with_code=False)
 
 
 def _env(root: Path) -> dict[str, str]:

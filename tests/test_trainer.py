@@ -66,6 +66,24 @@ def test_grpo_args_map_one_generation_batch_to_one_step(monkeypatch: pytest.Monk
         grpo_args(cfg)
 
 
+@pytest.mark.parametrize(
+    ("precision", "weights", "computes_in_bf16"),
+    [("fp32", torch.float32, False), ("bf16", torch.bfloat16, True),
+     ("bf16-mixed", torch.float32, True)],
+)  # fmt: skip
+def test_precision_picks_weights_and_autocast(
+    tiny_lm_dir: Path, precision: str, weights: torch.dtype, computes_in_bf16: bool
+) -> None:
+    """bf16-mixed keeps fp32 master weights (an lr 1e-5 update survives) and asks TRL for bf16
+    autocast; bf16 loads bf16 weights."""
+    from sparft.trainer import load_policy, use_bf16
+
+    cfg = TrainConfig(precision=precision)
+    model, _, _ = load_policy(str(tiny_lm_dir), cfg)
+    assert next(model.parameters()).dtype == weights
+    assert use_bf16(cfg) is computes_in_bf16 and grpo_args(cfg).bf16 is computes_in_bf16
+
+
 def _trl_advantages(rewards_per_func: torch.Tensor, g: int, weights: torch.Tensor, scale: str,
                     aggregation: str) -> torch.Tensor:  # fmt: skip
     """TRL 1.16's own formulas for groups of a fixed size ``g`` (grpo_trainer.py)."""

@@ -25,6 +25,8 @@ def summarise(frame: pd.DataFrame, probed: pd.DataFrame) -> dict[str, Any]:
         "questions": len(merged),
         "solve_rate": float(merged["solve_rate"].mean()),
         "mean_completion_tokens": float(merged["mean_completion_tokens"].mean()),
+        # what probing cost, in the units training spends (a comparison counts them)
+        "rollouts": int(merged["k"].fillna(0).sum()) if "k" in merged else 0,
     }
     if merged["truncated"].notna().any():
         summary["truncated"] = float(merged["truncated"].mean())

@@ -25,13 +25,30 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sparft.config import Params
+    from sparft.heldout import HeldoutCurve
 
 MODEL = Path("data/train/model")
 HISTORY = Path("data/train/history.parquet")
 LOGS = Path("data/train/logs.parquet")
+HELDOUT = Path("data/train/heldout.parquet")  # the learning curve (train.heldout.every > 0)
+CURVE_COLUMNS = [
+    "step", "accuracy", "correct", "tokens", "truncated", "rollouts", "unique_seen",
+    "train_seconds", "check_seconds", "cached",
+]  # fmt: skip
 METRICS = Path("data/train/metrics.json")
 ARMS_PLOT = Path("data/plots/train_arms.png")
 CURVES_PLOT = Path("data/plots/train_curves.png")
+
+# what the learning curve's questions depend on (train.heldout: the evaluate stage's set)
+HELDOUT_PARAMS = (
+    "evaluate.benchmarks",
+    "evaluate.limit",
+    "evaluate.seed",
+    "evaluate.max_new_tokens",
+    "evaluate.heldout_seed",
+    "evaluate.heldout_per_grade",
+    "arithmetic",
+)
 
 CURVES = {
     "reward": "reward",
@@ -88,6 +105,32 @@ def training_frame(params: Params) -> pd.DataFrame:
     return frame
 
 
+def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
+    """The learning-curve callback ``train.heldout`` asks for, on the evaluate stage's first
+    benchmark with its ``limit``, ``seed`` and ``max_new_tokens``; None when it is off."""
+    from sparft.evaluation import load_benchmark
+    from sparft.heldout import JOURNAL, HeldoutCurve, model_digest
+    from sparft.trainer import use_bf16
+
+    cfg = params.train.heldout
+    if not cfg.every:
+        return None
+    ev = params.evaluate
+    questions, _ = load_benchmark(ev.benchmarks[0], ev, params.data, params.arithmetic)
+    base = model_digest(model_path) if cfg.cache_dir and Path(model_path).is_dir() else None
+    return HeldoutCurve(
+        questions,
+        params.prompt,
+        cfg.every,
+        ev.max_new_tokens,
+        cfg.batch_size,
+        journal=Path(params.train.checkpoint_dir) / JOURNAL,
+        base_key=base,
+        cache_dir=cfg.cache_dir,
+        bf16=use_bf16(params.train),
+    )
+
+
 def _plots(history: pd.DataFrame, logs: pd.DataFrame, n_arms: int | None) -> None:
     from sparft.plots import plot_arm_choices, plot_training_curves
 
@@ -108,6 +151,8 @@ def _plots(history: pd.DataFrame, logs: pd.DataFrame, n_arms: int | None) -> Non
 
 
 def run(params: Params) -> dict[str, Any]:
+    from time import perf_counter
+
     import numpy as np
     import pandas as pd
 
@@ -121,8 +166,14 @@ def run(params: Params) -> dict[str, Any]:
     curriculum = make_curriculum(cfg.curriculum, frame, params)
     model_path = prepare_model(cfg.model or params.generation.model)
     report_to = ["mlflow"] if params.tracking.enabled else []
-    trainer = build_trainer(cfg, model_path, frame, curriculum, params.prompt, report_to)
+    curve = heldout_curve(params, model_path)
+    callbacks = [curve] if curve else []
+    trainer = build_trainer(cfg, model_path, frame, curriculum, params.prompt, report_to, callbacks)
+    if curve:
+        curve.trainer = trainer
+    started = perf_counter()
     resumed = train(trainer, cfg)
+    seconds = perf_counter() - started
     save_policy(trainer, MODEL)
     history = pd.DataFrame(curriculum.history)
     logs = log_history_frame(trainer.state.log_history)
@@ -132,8 +183,17 @@ def run(params: Params) -> dict[str, Any]:
         "training_questions": len(frame),
         "resumed_from": str(resumed) if resumed else None,
         "lora": hasattr(trainer.model, "peft_config"),
+        "train_seconds": curve.train_seconds() if curve else seconds,
         **summary_metrics(history, logs),
     }
+    if curve and curve.points:
+        points = pd.DataFrame(curve.points)
+        summary["heldout_accuracy_start"] = float(points["accuracy"].iloc[0])
+        summary["heldout_accuracy_final"] = float(points["accuracy"].iloc[-1])
+        summary["heldout_check_seconds"] = float(points["check_seconds"].sum())
+        summary["series"] = {
+            "heldout_accuracy": [[int(p["step"]), float(p["accuracy"])] for p in curve.points]
+        }
     if not trainer.args.should_save:
         return summary
     labels: list[Any] = list(getattr(curriculum, "arm_labels", []))
@@ -143,6 +203,8 @@ def run(params: Params) -> dict[str, Any]:
         summary["arm_picks"] = {str(labels[a]): int(c) for a, c in enumerate(picks)}
     write_parquet(history, HISTORY)
     write_parquet(logs, LOGS)
+    # always written (empty without a curve), so DVC and the compare flow find it
+    write_parquet(pd.DataFrame(curve.points if curve else [], columns=CURVE_COLUMNS), HELDOUT)
     write_json(summary, METRICS)
     _plots(history, logs, n_arms)
     return summary
@@ -193,11 +255,21 @@ STAGE = Stage(
         str(EMBEDDINGS),
         *DOTS_PREDICTOR.outs,
     ),
-    outs=(str(MODEL), str(HISTORY), str(LOGS)),
+    outs=(str(MODEL), str(HISTORY), str(LOGS), str(HELDOUT)),
     metrics=(str(METRICS),),
     plots=(str(ARMS_PLOT), str(CURVES_PLOT)),
-    params=("train", "bandit", "cures", "dump", "dots", "allocation", "prompt", "generation.model"),
-    mlflow=(str(ARMS_PLOT), str(CURVES_PLOT), str(HISTORY), str(METRICS)),
+    params=(
+        "train",
+        "bandit",
+        "cures",
+        "dump",
+        "dots",
+        "allocation",
+        "prompt",
+        "generation.model",
+        *HELDOUT_PARAMS,
+    ),
+    mlflow=(str(ARMS_PLOT), str(CURVES_PLOT), str(HISTORY), str(METRICS), str(HELDOUT)),
     policy=str(MODEL),
     where=(
         ("trained policy", f"{MODEL} (metrics: {METRICS})"),

@@ -1,0 +1,262 @@
+"""Compare-strategies flow: every strategy x seed from one config, judged on one held-out set.
+
+The stages before ``train`` run once (the cached ``pipeline`` subflow); then every strategy of
+``compare.strategies`` (``sparft.comparison.STRATEGIES``) trains with every seed of
+``compare.seeds`` in its own working copy (``flows.compare.run_variants``: cached, one MLflow
+variant run each), checking greedy accuracy on the evaluate stage's first benchmark every
+``compare.eval_every`` steps (``train.heldout``; the shared step-0 point is computed once). The
+flow reads the curves back, computes the statistics of ``sparft.comparison.summarise`` and
+writes ``data/compare/strategies.json`` and ``data/compare/strategies.png``, both also logged
+to the flow's MLflow run with a per-strategy metric set and a Prefect table artifact.
+
+    sparft compare-strategies --strategy uniform --strategy sparft --seed 0 --seed 1
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from flows.compare import flow_tags, run_variants, slug
+from flows.tasks import working_dir
+from sparft.comparison import BASELINE, CompareConfig, RunCurve, strategy_overrides, summarise
+from sparft.config import ConfigError, Params, load_params
+from sparft.io import write_json
+from sparft.stages.cluster import OUT as CLUSTERS
+from sparft.stages.probe import OUT as PROBE
+from sparft.stages.train import HELDOUT, HISTORY
+from sparft.stages.train import METRICS as TRAIN_METRICS
+from sparft.tracking import tracked_run
+
+OUT = Path("data/compare/strategies.json")
+PLOT = Path("data/compare/strategies.png")
+CACHE = Path("data/compare/heldout-cache")
+
+
+def variant_label(strategy: str, seed: int) -> str:
+    return f"{strategy} seed={seed}"
+
+
+def variants(cfg: CompareConfig, root: Path) -> list[tuple[str, list[str]]]:
+    """``(label, overrides)`` of every strategy x seed: the strategy's params, the seed for
+    training and for the bandit, and the held-out checks."""
+    out = []
+    for name in cfg.strategies:
+        overrides, _ = strategy_overrides(name)
+        for seed in cfg.seeds:
+            out.append(
+                (
+                    variant_label(name, seed),
+                    [
+                        *(f"{key}={json.dumps(value)}" for key, value in overrides.items()),
+                        f"train.seed={seed}",
+                        f"bandit.seed={seed}",
+                        f"train.heldout.every={cfg.eval_every}",
+                        f"train.heldout.cache_dir={json.dumps(str(root / CACHE))}",
+                    ],
+                )
+            )
+    return out
+
+
+def probe_rollouts(root: Path) -> int:
+    """Rollouts the probe stage spent (0 when it read labels)."""
+    path = root / PROBE
+    if not path.is_file():
+        return 0
+    frame = pd.read_parquet(path)
+    return int(frame["k"].fillna(0).sum()) if "k" in frame else 0
+
+
+def arm_solve_rates(root: Path) -> dict[str, float]:
+    """Mean probe solve rate of each cluster's questions, by cluster label."""
+    if not (root / CLUSTERS).is_file() or not (root / PROBE).is_file():
+        return {}
+    clusters = pd.read_parquet(root / CLUSTERS)[["id", "cluster"]]
+    probe = pd.read_parquet(root / PROBE)[["id", "solve_rate"]]
+    rates = clusters.merge(probe, on="id").groupby("cluster")["solve_rate"].mean()
+    return {str(label): float(rate) for label, rate in rates.items()}
+
+
+def read_curves(cfg: CompareConfig, root: Path) -> list[RunCurve]:
+    """Every variant's held-out checks and per-step record, from its working copy."""
+    probe = probe_rollouts(root)
+    runs = []
+    for name in cfg.strategies:
+        _, uses_probe = strategy_overrides(name)
+        for seed in cfg.seeds:
+            here = root / "data" / "compare" / slug(variant_label(name, seed))
+            points = pd.read_parquet(here / HELDOUT)
+            if points.empty:
+                raise ConfigError(f"{here / HELDOUT}: no held-out checks (train.heldout.every=0?)")
+            metrics = json.loads((here / TRAIN_METRICS).read_text())
+            runs.append(
+                RunCurve(
+                    strategy=name,
+                    seed=seed,
+                    points=points,
+                    history=pd.read_parquet(here / HISTORY),
+                    probe_rollouts=probe if uses_probe else 0,
+                    arm_picks=metrics.get("arm_picks", {}),
+                )
+            )
+    return runs
+
+
+def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per strategy: final accuracy with its interval, gain over the start, the paired
+    difference against uniform, steps and rollouts to uniform's final accuracy."""
+    rows = []
+    for name, entry in summary.items():
+        final, gain, vs = entry["final"], entry["gain"], entry.get("vs_uniform")
+        reached = entry.get("reach_uniform_final") or {}
+        rows.append(
+            {
+                "strategy": name,
+                "seeds": len(entry["seeds"]),
+                "step": final["step"],
+                "accuracy": round(final["mean"], 4),
+                "ci_low": round(final["ci"][0], 4),
+                "ci_high": round(final["ci"][1], 4),
+                "gain": round(gain["difference"], 4),
+                "gain_ci": f"[{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}]",
+                "vs_uniform": None if not vs else round(vs["difference"], 4),
+                "vs_uniform_ci": None if not vs else f"[{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]",
+                "steps_to_uniform_final": reached.get("step"),
+                "rollouts_to_uniform_final": reached.get("rollouts"),
+                "rollouts": round(final["rollouts"]),
+                "train_s": round(final["train_seconds"], 1),
+                "effective_prompt_ratio": round(entry["effective_prompt_ratio"]["mean"], 3),
+            }
+        )
+    return rows
+
+
+def strategy_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The summary's headline numbers as MLflow metrics, ``NAME.metric``."""
+    out: dict[str, float] = {}
+    for name, entry in summary.items():
+        key = name.replace("+", "_plus_")
+        out[f"{key}.accuracy"] = entry["final"]["mean"]
+        out[f"{key}.accuracy_ci_low"] = entry["final"]["ci"][0]
+        out[f"{key}.accuracy_ci_high"] = entry["final"]["ci"][1]
+        out[f"{key}.gain"] = entry["gain"]["difference"]
+        out[f"{key}.effective_prompt_ratio"] = entry["effective_prompt_ratio"]["mean"]
+        out[f"{key}.rollouts"] = entry["final"]["rollouts"]
+        out[f"{key}.train_seconds"] = entry["final"]["train_seconds"]
+        if entry.get("vs_uniform"):
+            out[f"{key}.vs_uniform"] = entry["vs_uniform"]["difference"]
+            out[f"{key}.vs_uniform_ci_low"] = entry["vs_uniform"]["ci"][0]
+            out[f"{key}.vs_uniform_ci_high"] = entry["vs_uniform"]["ci"][1]
+    return out
+
+
+def settings(params: Params, cfg: CompareConfig, heldout: int, wall_s: float) -> dict[str, Any]:
+    train = params.train
+    return {
+        "model": train.model or params.generation.model,
+        "data": params.data.spec,
+        "benchmark": params.evaluate.benchmarks[0],
+        "heldout_questions": heldout,
+        "max_new_tokens": params.evaluate.max_new_tokens,
+        "max_steps": train.max_steps,
+        "prompts_per_step": train.prompts_per_step,
+        "num_generations": train.num_generations,
+        "max_completion_length": train.max_completion_length,
+        "learning_rate": train.learning_rate,
+        "probe_max_new_tokens": params.probe.max_new_tokens,
+        "strategies": cfg.strategies,
+        "seeds": cfg.seeds,
+        "eval_every": cfg.eval_every,
+        "bootstrap": cfg.bootstrap,
+        "level": cfg.level,
+        "wall_seconds": round(wall_s, 1),
+    }
+
+
+@flow(
+    name="sparft-compare-strategies",
+    description="Every strategy x seed from one config, held-out curves with confidence.",
+)
+def compare_strategies(
+    params_file: str = "params.yaml",
+    overrides: list[str] | None = None,
+    project_dir: str | None = None,
+    strategies: list[str] | None = None,
+    seeds: list[int] | None = None,
+    parallel: int | None = None,
+) -> dict[str, Any]:
+    """Run the comparison ``compare`` (with ``strategies``, ``seeds``, ``parallel`` replacing
+    its values when given) describes; returns the settings, the per-strategy summary and its
+    table, and writes them to ``data/compare/strategies.json`` and a plot."""
+    root = Path(project_dir).resolve() if project_dir else Path.cwd()
+    started = time.perf_counter()
+    with working_dir(root):
+        params = load_params(params_file, overrides or [])
+        given = {"strategies": strategies, "seeds": seeds, "parallel": parallel}
+        try:
+            cfg = CompareConfig.model_validate(
+                params.compare.model_dump() | {k: v for k, v in given.items() if v is not None}
+            )
+        except ValueError as err:
+            raise ConfigError(f"compare: {err}") from err
+        logger = get_run_logger()
+        logger.info("%d strategies x %d seeds", len(cfg.strategies), len(cfg.seeds))
+        with tracked_run("compare-strategies", params, tags=flow_tags("compare")) as mlrun:
+            results = run_variants(
+                params_file,
+                overrides or [],
+                root,
+                variants(cfg, root),
+                parallel=cfg.parallel,
+                mlrun=mlrun,
+                stages=["train"],
+            )
+            runs = read_curves(cfg, root)
+            summary = summarise(runs, cfg, arm_solve_rates(root))
+            heldout = len(runs[0].points["correct"].iloc[0])
+            report: dict[str, Any] = {
+                "settings": settings(params, cfg, heldout, time.perf_counter() - started),
+                "strategies": summary,
+                "table": table_rows(summary),
+                "variants": {r["label"]: r.get("mlflow_run_id") for r in results},
+            }
+            write_json(report, root / OUT)
+            from sparft.plots import plot_strategy_curves
+
+            plot_strategy_curves(
+                summary,
+                root / PLOT,
+                title=f"{report['settings']['model']} on {report['settings']['benchmark']} "
+                f"({heldout} held-out questions), mean over seeds, {cfg.level:.0%} interval",
+            )
+            if mlrun is not None:
+                import mlflow
+
+                mlflow.log_params(
+                    {
+                        "strategies": " ".join(cfg.strategies),
+                        "seeds": " ".join(map(str, cfg.seeds)),
+                        "model": report["settings"]["model"],
+                        "heldout_questions": str(heldout),
+                        "max_steps": str(params.train.max_steps),
+                        "eval_every": str(cfg.eval_every),
+                    }
+                )
+                mlflow.log_metrics(
+                    {**strategy_metrics(summary), "wall_s": time.perf_counter() - started}
+                )
+                mlflow.log_artifact(str(root / OUT), artifact_path="compare")
+                mlflow.log_artifact(str(root / PLOT), artifact_path="compare")
+        create_table_artifact(
+            report["table"],
+            key="sparft-compare-strategies",
+            description=f"held-out accuracy per strategy against {BASELINE} ({OUT}, {PLOT})",
+        )
+        return report

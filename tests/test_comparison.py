@@ -1,0 +1,308 @@
+"""Strategy comparison: strategy names, the statistics on runs whose answers are known, the
+held-out curve's journal and cache, the MLflow headline; then ``sparft compare-strategies`` for
+real on the tiny model (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparft.comparison import (
+    CompareConfig,
+    RunCurve,
+    bootstrap_means,
+    paired_difference,
+    reach,
+    strategy_overrides,
+    summarise,
+)
+from sparft.config import ConfigError, load_params
+from sparft.heldout import HeldoutCurve
+from sparft.testing import tiny_project
+from sparft.tracking import headline_metrics, headline_params
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_strategies_are_overrides_with_modifiers() -> None:
+    overrides, probe = strategy_overrides("uniform")
+    assert overrides == {"train.curriculum": "uniform", "train.data": "full"} and not probe
+    overrides, probe = strategy_overrides("uniform+knapsack")
+    assert overrides["train.allocation"] == "knapsack" and probe  # knapsack reads the probe
+    overrides, _ = strategy_overrides("sparft-lp+replay")
+    assert overrides["bandit.reward"] == "learning-progress"
+    assert overrides["train.replay.enabled"] is True
+    with pytest.raises(ValueError, match="unknown strategy 'grpo'"):
+        strategy_overrides("grpo")
+    with pytest.raises(ValueError, match="unknown modifier 'fast'"):
+        strategy_overrides("sparft+fast")
+
+
+def test_every_strategy_resolves_to_valid_params() -> None:
+    for name in CompareConfig().strategies:
+        overrides, _ = strategy_overrides(name)
+        p = load_params(
+            ROOT / "params.yaml", [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+        )
+        assert p.train.curriculum == overrides["train.curriculum"]
+
+
+def test_compare_section_names_the_bad_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"compare\.strategies.*unknown strategy 'bogus'"):
+        load_params(ROOT / "params.yaml", ['compare.strategies=["uniform", "bogus"]'])
+    with pytest.raises(ConfigError, match="repeat"):
+        load_params(ROOT / "params.yaml", ['compare.strategies=["uniform", "uniform"]'])
+    with pytest.raises(ConfigError, match=r"compare\.seeds"):
+        load_params(ROOT / "params.yaml", ["compare.seeds=[]"])
+
+
+def test_paired_difference_on_known_answers() -> None:
+    rng = np.random.default_rng(1)
+    b = (rng.random((3, 200)) < 0.3).astype(float)
+    same = paired_difference(b, b.copy(), 500, 0.95)
+    assert same["difference"] == 0 and same["ci"] == [0.0, 0.0] and same["share_ahead"] == 0
+    a = b.copy()
+    a[:, :60] = 1.0  # a solves the first 60 questions in every seed, b solves them at 0.3
+    gained = float((a - b).mean())
+    out = paired_difference(a, b, 2000, 0.95)
+    assert out["difference"] == pytest.approx(gained)
+    assert 0 < out["ci"][0] < gained < out["ci"][1] and out["share_ahead"] == 1.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        paired_difference(a, b[:2], 10, 0.95)
+
+
+def test_bootstrap_interval_covers_the_mean_and_widens_with_fewer_questions() -> None:
+    rng = np.random.default_rng(2)
+    many = (rng.random((3, 400)) < 0.5).astype(float)
+    few = many[:, :40]
+    wide = np.quantile(bootstrap_means(few, 2000, rng), [0.025, 0.975])
+    narrow = np.quantile(bootstrap_means(many, 2000, rng), [0.025, 0.975])
+    assert wide[0] < few.mean() < wide[1] and narrow[0] < many.mean() < narrow[1]
+    assert wide[1] - wide[0] > 2 * (narrow[1] - narrow[0])
+
+
+def test_reach_is_the_first_step_at_the_target() -> None:
+    assert reach([0, 5, 10], [0.2, 0.3, 0.4], 0.3) == 5
+    assert reach([0, 5, 10], [0.2, 0.3, 0.4], 0.5) is None
+
+
+def _run(strategy: str, seed: int, accuracies: list[float], arms: dict[str, int]) -> RunCurve:
+    """A run whose checks solve the first ``accuracy x 100`` of 100 questions."""
+    points = pd.DataFrame(
+        [
+            {
+                "step": 5 * i,
+                "correct": [q < round(acc * 100) for q in range(100)],
+                "rollouts": 40 * i,
+                "unique_seen": 10 * i,
+                "train_seconds": 3.0 * i,
+            }
+            for i, acc in enumerate(accuracies)
+        ]
+    )
+    history = pd.DataFrame({"step": range(10), "effective_prompt_ratio": [0.5] * 10})
+    probe = 64 if strategy != "uniform" else 0
+    return RunCurve(strategy, seed, points, history, probe, arms)
+
+
+def test_summarise_pairs_against_uniform() -> None:
+    runs = [
+        *[_run("uniform", s, [0.2, 0.25, 0.3], {}) for s in (0, 1)],
+        *[_run("sparft", s, [0.2, 0.3, 0.5], {"0": 3, "1": 7}) for s in (0, 1)],
+    ]
+    out = summarise(runs, CompareConfig(bootstrap=300), {"0": 0.1, "1": 0.5})
+    uniform, sparft = out["uniform"], out["sparft"]
+    assert [p["mean"] for p in uniform["curve"]] == pytest.approx([0.2, 0.25, 0.3])
+    assert sparft["final"]["rollouts"] == 80 + 64  # the probe's rollouts counted
+    assert uniform["final"]["rollouts"] == 80
+    assert sparft["vs_uniform"]["difference"] == pytest.approx(0.2)
+    assert sparft["vs_uniform"]["ci"][0] > 0  # 20 more questions solved in every seed
+    assert sparft["gain"]["difference"] == pytest.approx(0.3) and sparft["gain_exceeds_interval"]
+    assert sparft["reach_uniform_final"] == {"target": 0.3, "step": 5, "rollouts": 40 + 64}
+    assert uniform["reach_uniform_final"]["step"] == 10
+    assert [a["share"] for a in sparft["arms"]] == [0.3, 0.7]
+    assert sparft["arms"][1]["probe_solve_rate"] == 0.5
+    assert sparft["effective_prompt_ratio"]["per_step"][0] == [1, 0.5]
+    assert "vs_uniform" not in uniform and uniform["arms"] == []
+
+
+def test_summarise_refuses_unpaired_or_missing_checks() -> None:
+    runs = [_run("uniform", 0, [0.2, 0.3], {}), _run("sparft", 1, [0.2, 0.3], {})]
+    assert summarise(runs, CompareConfig(bootstrap=100))["sparft"]["vs_uniform"] is None
+    with pytest.raises(ValueError, match="seed repeated"):
+        summarise([_run("uniform", 0, [0.2], {})] * 2, CompareConfig(bootstrap=100))
+
+
+class _Curriculum:
+    rollouts_total = 12
+    seen = frozenset({"a", "b"})
+
+
+class _Trainer:
+    curriculum = _Curriculum()
+    model = None
+    processing_class = None
+
+
+def _curve(tmp_path: Path, **kw: Any) -> HeldoutCurve:
+    from sparft.prompts import PromptConfig
+
+    questions = pd.DataFrame({"id": ["q1", "q2"], "question": ["1+1", "2+2"], "answer": ["2", "4"]})
+    curve = HeldoutCurve(questions, PromptConfig(), 5, 16, 8, tmp_path / "heldout.jsonl", **kw)
+    curve.trainer = _Trainer()
+    return curve
+
+
+def test_curve_journal_keeps_points_up_to_the_resumed_step(tmp_path: Path) -> None:
+    curve = _curve(tmp_path)
+    answers = iter([([True, False], [3, 16]), ([True, True], [3, 4]), ([False, False], [1, 1])])
+    curve.measure = lambda model: next(answers)  # type: ignore[method-assign]
+    for step in (0, 5, 10):
+        curve.check(step)
+    with curve.journal.open("a") as fh:
+        fh.write('{"step": 15, "accur')  # a line cut off by a kill
+    again = _curve(tmp_path)
+    again.resume(5)
+    assert [p["step"] for p in again.points] == [0, 5]
+    assert [p["accuracy"] for p in again.points] == [0.5, 1.0]
+    assert again.points[1] | {"train_seconds": 0} == {
+        **again.points[1],
+        "correct": [True, True],
+        "tokens": [3, 4],
+        "rollouts": 12,
+        "unique_seen": 2,
+        "train_seconds": 0,
+    }
+    lines = again.journal.read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [0, 5]  # the cut line is gone
+
+
+def test_step_zero_is_cached_by_model_and_questions(tmp_path: Path) -> None:
+    first = _curve(tmp_path / "a", base_key="model-digest", cache_dir=tmp_path / "cache")
+    first.measure = lambda model: ([True, False], [5, 16])  # type: ignore[method-assign]
+    assert not first.check(0)["cached"]
+
+    def fail(model: Any) -> tuple[list[bool], list[int]]:
+        raise AssertionError("measured although cached")
+
+    second = _curve(tmp_path / "b", base_key="model-digest", cache_dir=tmp_path / "cache")
+    second.measure = fail  # type: ignore[method-assign]
+    point = second.check(0)
+    assert point["cached"] and point["correct"] == [True, False] and point["truncated"] == 0.5
+    other = _curve(tmp_path / "c", base_key="other-model", cache_dir=tmp_path / "cache")
+    other.measure = lambda model: ([False, False], [1, 1])  # type: ignore[method-assign]
+    assert not other.check(0)["cached"]  # another model: not the cached point
+    second.measure = lambda model: ([False, True], [1, 1])  # type: ignore[method-assign]
+    assert not second.check(5)["cached"]  # only step 0 is the base model's
+
+
+def test_headline_from_stage_summaries() -> None:
+    p = load_params(ROOT / "params.yaml", ["train.allocation=knapsack", "train.seed=3"])
+    params = headline_params(p)
+    assert params["strategy"] == "sparft + knapsack (thompson, negated-solve-rate)"
+    assert params["seed"] == "3" and params["model"] == "smollm2-135m"
+    assert params["allocation"] == "knapsack" and params["replay"] == "false"
+    summaries = {
+        "probe": {"rollouts": 256},
+        "train": {"effective_prompt_ratio": 0.4, "rollouts_total": 640.0, "train_seconds": 12.5},
+        "evaluate": {
+            "metrics": {
+                "trained": {"gsm8k": {"pass_at_1": 0.3}, "math500": {"pass_at_1": 0.1}},
+                "smollm2-135m": {"gsm8k": {"pass_at_1": 0.2}},
+            }
+        },
+    }
+    assert headline_metrics(summaries) == {
+        "accuracy.gsm8k": 0.3,
+        "accuracy.math500": 0.1,
+        "heldout_accuracy": 0.3,
+        "effective_prompt_ratio": 0.4,
+        "rollouts": 640.0,
+        "train_wall_s": 12.5,
+        "probe_rollouts": 256.0,
+    }
+    curve_only = headline_metrics({"train": {"heldout_accuracy_final": 0.25}})
+    assert curve_only == {"heldout_accuracy": 0.25}
+
+
+# ------------------------------------------------------------------ the flow, for real (slow)
+
+
+@pytest.mark.slow
+def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path) -> None:
+    """Two strategies x two seeds: curves with intervals, the paired difference, MLflow parent
+    runs with headline params and metrics, plots; a rerun takes every variant from the cache."""
+    root = tiny_project(
+        tmp_path / "project",
+        tiny_lm_dir,
+        ROOT,
+        {"tracking": {"log_model": False}, "compare": {"eval_every": 1, "bootstrap": 200}},
+    )
+    db = root / "mlflow.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env['PATH']}",
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        MLFLOW_TRACKING_URI=f"sqlite:///{db}",
+        OMP_NUM_THREADS="1",
+    )
+    args = ["sparft", "compare-strategies", "--strategy", "uniform", "--strategy", "sparft"]
+    args += ["--seed", "0", "--seed", "1"]
+
+    def run() -> str:
+        done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        return done.stdout + done.stderr
+
+    out = run()
+    assert "wrote data/compare/strategies.json" in out
+    report = json.loads((root / "data/compare/strategies.json").read_text())
+    assert report["settings"]["heldout_questions"] == 4 and report["settings"]["seeds"] == [0, 1]
+    sparft, uniform = report["strategies"]["sparft"], report["strategies"]["uniform"]
+    assert [p["step"] for p in sparft["curve"]] == [0, 1, 2]
+    for entry in (sparft, uniform):
+        first = entry["curve"][0]
+        assert first["rollouts"] == entry["probe_rollouts"] and first["unique_seen"] == 0
+        assert entry["curve"][-1]["rollouts"] == entry["probe_rollouts"] + 2 * 4  # 2 steps x 4
+        for point in entry["curve"]:
+            assert point["ci"][0] <= point["mean"] <= point["ci"][1]
+    assert uniform["probe_rollouts"] == 0 and sparft["probe_rollouts"] == 9 * 2
+    assert sparft["vs_uniform"]["step"] == 2 and len(sparft["arms"]) == 3
+    assert sum(a["picks"] for a in sparft["arms"]) == 2 * 2  # one arm per step, two seeds
+    assert (root / "data/compare/strategies.png").stat().st_size > 0
+    caches = list((root / "data/compare/heldout-cache").iterdir())
+    assert len(caches) == 1  # the base model's step-0 check, once for all four variants
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    runs = mlflow.search_runs(experiment_names=["sparft"])
+    variants = runs[runs["tags.mlflow.runName"].str.startswith("variant ")]
+    assert len(variants) == 4
+    assert set(variants["params.strategy"]) == {"uniform", "sparft (thompson, negated-solve-rate)"}
+    assert set(variants["params.seed"]) == {"0", "1"}
+    assert variants["metrics.heldout_accuracy"].notna().all()
+    assert (variants["metrics.rollouts"] == 8).all() and variants["metrics.wall_s"].gt(0).all()
+    parents = runs[runs["tags.mlflow.runName"] == "compare-strategies"]
+    assert len(parents) == 1
+    parent = parents.iloc[0]
+    assert parent["params.strategies"] == "uniform sparft"
+    assert parent["metrics.sparft.vs_uniform"] == pytest.approx(sparft["vs_uniform"]["difference"])
+    pipeline = runs[runs["tags.mlflow.runName"] == "pipeline"]
+    assert pipeline["params.model"].eq(str(tiny_lm_dir)).all()
+    assert pipeline["metrics.probe_rollouts"].eq(18).all()
+    client = mlflow.MlflowClient()
+    names = {a.path for a in client.list_artifacts(parent["run_id"], "compare")}
+    assert names == {"compare/strategies.json", "compare/strategies.png"}
+    again = run()
+    assert again.count("Cached(type=COMPLETED)") >= 4 + 7  # four variants, seven shared stages
