@@ -46,7 +46,7 @@ from sparft.answers import completion_text
 from sparft.bandit import BanditConfig
 from sparft.config import Params, load_params
 from sparft.curricula import make_curriculum
-from sparft.data import read_dataset
+from sparft.data import load_dataset, read_dataset
 from sparft.evaluation import heldout_arithmetic, score_results, training_ids
 from sparft.generation import GenerationConfig, HFBackend
 from sparft.io import write_json
@@ -59,6 +59,7 @@ from sparft.train_config import TrainConfig
 from sparft.trainer import build_trainer, grpo_args, load_policy, training_dataset
 
 console = Console()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class StepTimes(TrainerCallback):
@@ -310,6 +311,75 @@ def plot_efficiency(curves: dict[str, dict[str, Any]], heldout: int, path: Path)
     save_figure(fig, path)
 
 
+COST_SETTINGS: dict[str, dict[str, Any]] = {
+    "default (fp32, beta 0.02, checkpointing)": {},
+    "no activation checkpointing": {"grpo": {"activation_checkpointing": False}},
+    "beta 0 (no reference model), no checkpointing": {
+        "beta": 0.0, "grpo": {"activation_checkpointing": False}
+    },
+    "beta 0, bf16 weights": {
+        "beta": 0.0, "precision": "bf16", "grpo": {"activation_checkpointing": False}
+    },
+    "beta 0, bf16-mixed (fp32 weights, autocast)": {
+        "beta": 0.0, "precision": "bf16-mixed", "grpo": {"activation_checkpointing": False}
+    },
+    "beta 0, bf16-mixed, checkpointing": {"beta": 0.0, "precision": "bf16-mixed"},
+    "beta 0, half the rollouts (4 x 4)": {
+        "beta": 0.0, "prompts_per_step": 4, "grpo": {"activation_checkpointing": False}
+    },
+}  # fmt: skip
+
+
+def cost(args: argparse.Namespace) -> None:
+    """Seconds per GRPO step of a real model on this machine under each of ``COST_SETTINGS``
+    (uniform prompts from the offline arithmetic set, real correctness reward), against the
+    default settings measured in the same run: what a comparison's length can be sized on."""
+    params = load_params(ROOT / "params.yaml", ["train.curriculum=uniform", "train.data=full"])
+    frame, _ = load_dataset(params.data, params.arithmetic)
+    model = prepare_model(args.model)
+    rows = []
+    for name, update in COST_SETTINGS.items():
+        cfg = params.train.model_copy(
+            update={
+                "max_steps": args.steps, "prompts_per_step": args.prompts,
+                "num_generations": args.generations, "max_completion_length": args.tokens,
+                "save_steps": 10**6, "checkpoint_dir": tempfile.mkdtemp(prefix="sparft-cost-"),
+                **update,
+            }
+        )  # fmt: skip
+        settings = params.model_copy(update={"train": cfg})
+        clock = StepTimes()
+        curriculum = make_curriculum("uniform", frame, settings)
+        trainer = build_trainer(cfg, model, frame, curriculum, params.prompt, callbacks=[clock])
+        trainer.train()
+        logs = [r for r in trainer.state.log_history if "loss" in r]
+        steady = clock.times[1:] or clock.times  # the first step warms up
+        rows.append(
+            {
+                "settings": name,
+                "rollouts": cfg.rollouts_per_step,
+                "step_s": statistics.median(steady),
+                "generation_s": statistics.median(r["time/generation_s"] for r in logs[1:] or logs),
+                "all_steps_s": clock.times,
+            }
+        )
+        console.print(f"{name}: {rows[-1]['step_s']:.1f} s per step")
+    reference = rows[0]["step_s"]
+    table = Table(title=f"{args.model}: seconds per GRPO step ({args.tokens} tokens at most)")
+    for col in ("settings", "rollouts/step", "s/step", "generation s", "speed-up"):
+        table.add_column(col, justify="left" if col == "settings" else "right")
+    for row in rows:
+        table.add_row(
+            row["settings"], str(row["rollouts"]), f"{row['step_s']:.1f}",
+            f"{row['generation_s']:.1f}", f"{reference / row['step_s']:.2f}x",
+        )  # fmt: skip
+    console.print(table)
+    if args.out:
+        write_json(
+            {"model": args.model, "threads": torch.get_num_threads(), "rows": rows}, args.out
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -340,11 +410,20 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--eval-tokens", type=int, default=48)
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--out", default="benchmarks/results/efficiency.json")
+    d = sub.add_parser("cost", help="seconds per step of a real model under several settings")
+    d.add_argument("--model", default="smollm2-135m")
+    d.add_argument("--steps", type=int, default=3)
+    d.add_argument("--prompts", type=int, default=8)
+    d.add_argument("--generations", type=int, default=4)
+    d.add_argument("--tokens", type=int, default=64)
+    d.add_argument("--out", type=Path, default=Path("benchmarks/results/train_step_cost.json"))
     c = sub.add_parser("report", help="merge efficiency results run separately: table and plot")
     c.add_argument("inputs", nargs="+", type=Path)
     c.add_argument("--out", type=Path, default=Path("benchmarks/results/efficiency.json"))
     args = parser.parse_args(argv)
-    commands = {"overhead": overhead, "efficiency": efficiency, "report": merge_reports}
+    commands = {
+        "overhead": overhead, "efficiency": efficiency, "cost": cost, "report": merge_reports
+    }  # fmt: skip
     commands[args.command](args)
 
 

@@ -58,18 +58,76 @@ def configure(cfg: TrackingConfig) -> Any:
     return mlflow
 
 
+def process_tags() -> dict[str, str]:
+    """Which process holds a run: what lets a later run tell that it was killed."""
+    import socket
+
+    import psutil
+
+    proc = psutil.Process()
+    return {
+        "sparft.host": socket.gethostname(),
+        "sparft.pid": str(proc.pid),
+        "sparft.pid_started": f"{proc.create_time():.3f}",
+    }
+
+
+def _alive(pid: int, started: str) -> bool:
+    import psutil
+
+    try:
+        return f"{psutil.Process(pid).create_time():.3f}" == started
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def mark_killed_runs(mlflow: Any, experiment: str) -> list[str]:
+    """Runs of ``experiment`` still RUNNING whose process on this host has ended (SIGKILL, out
+    of memory, a lost machine) are marked KILLED, with a ``sparft.killed`` tag saying so;
+    returns their ids. Runs of other hosts, and of processes still alive, are left alone."""
+    import socket
+
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    host = socket.gethostname()
+    runs = client.search_runs(
+        [found.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    marked = []
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("sparft.host") != host or not tags.get("sparft.pid", "").isdigit():
+            continue
+        if _alive(int(tags["sparft.pid"]), tags.get("sparft.pid_started", "")):
+            continue
+        note = (
+            f"process {tags['sparft.pid']} on {host} ended without closing this run; marked "
+            f"KILLED when process {os.getpid()} started the next run"
+        )
+        client.set_tag(run.info.run_id, "sparft.killed", note)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        marked.append(run.info.run_id)
+    return marked
+
+
 @contextmanager
 def tracked_run(
     name: str, params: Params, tags: Mapping[str, str] | None = None
 ) -> Iterator[Any | None]:
     """An MLflow run (nested when one is active) that ends FAILED with the error if the body
-    raises. Yields None when tracking is off."""
+    raises, tagged with the process that holds it. A run that starts no nesting first marks
+    the runs a killed process left RUNNING as KILLED. Yields None when tracking is off."""
     if not params.tracking.enabled or int(os.environ.get("RANK", "0")) != 0:
         yield None  # under accelerate/torchrun only the main process records
         return
     mlflow = configure(params.tracking)
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=name, nested=nested, tags=dict(tags or {})) as run:
+    if not nested:
+        mark_killed_runs(mlflow, params.tracking.experiment)
+    run_tags = {**process_tags(), **(tags or {})}
+    with mlflow.start_run(run_name=name, nested=nested, tags=run_tags) as run:
         try:
             yield run
         except BaseException as err:

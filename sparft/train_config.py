@@ -78,7 +78,12 @@ class TrainConfig(BaseModel):
     )
     save_steps: int = Field(10, ge=1, description="Checkpoint every N steps.")
     save_total_limit: int = Field(2, ge=1)
-    resume: bool = Field(False, description="Continue from the newest complete checkpoint.")
+    resume: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="auto: continue from the newest complete checkpoint when it was saved under "
+        "the same settings (else start afresh, with a note); always: from the newest checkpoint "
+        "whatever its settings; never: start afresh (true/false read as always/never).",
+    )
     checkpoint_dir: str = "data/checkpoints/train"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null: default.")
     seed: int = 0
@@ -97,6 +102,13 @@ class TrainConfig(BaseModel):
     @property
     def rollouts_per_step(self) -> int:
         return self.prompts_per_step * self.num_generations
+
+    @field_validator("resume", mode="before")
+    @classmethod
+    def _resume_switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "always" if value else "never"
+        return value
 
     @field_validator("lora", mode="before")
     @classmethod

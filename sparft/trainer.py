@@ -18,6 +18,7 @@ never disagree.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import shutil
@@ -145,6 +146,9 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                 "train.replay with tools or vLLM importance-sampling correction: not done"
             )
         curriculum.bind_rollout(self._reference_rollout)
+        # what the run's settings hash to: saved in each checkpoint, so that train.resume: auto
+        # continues only a run of the same settings (set by whoever knows the settings)
+        self.settings_fingerprint: str | None = None
 
     def _calculate_rewards(
         self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any
@@ -484,6 +488,9 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                 "replay_rng": self._replay_rng.bit_generator.state,
             }
             save_state(state, folder)
+            if self.settings_fingerprint is not None:
+                payload = json.dumps({"fingerprint": self.settings_fingerprint})
+                (folder / SETTINGS_FILE).write_text(payload)
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint: Any) -> None:
@@ -657,13 +664,41 @@ def build_trainer(
     )
 
 
-def train(trainer: Any, cfg: TrainConfig) -> Path | None:
-    """Run training, resuming when asked and possible; returns the checkpoint resumed from."""
-    checkpoint = latest_checkpoint(cfg.checkpoint_dir) if cfg.resume else None
-    if not cfg.resume and Path(cfg.checkpoint_dir).exists() and trainer.args.should_save:
+SETTINGS_FILE = "sparft_settings.json"
+
+
+def checkpoint_settings(checkpoint: Path) -> str | None:
+    """The settings fingerprint a checkpoint was saved under (None: saved by an older sparft)."""
+    path = checkpoint / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    return str(json.loads(path.read_text()).get("fingerprint"))
+
+
+def resume_point(cfg: TrainConfig, fingerprint: str | None) -> tuple[Path | None, str | None]:
+    """The checkpoint to resume from under ``cfg.resume``, and a note when one was passed over."""
+    if cfg.resume == "never":
+        return None, None
+    checkpoint = latest_checkpoint(cfg.checkpoint_dir)
+    if checkpoint is None or cfg.resume == "always":
+        return checkpoint, None
+    saved = checkpoint_settings(checkpoint)
+    if fingerprint is not None and saved == fingerprint:
+        return checkpoint, None
+    return None, (
+        f"{checkpoint} was saved under other settings (or data, or model): training starts "
+        "afresh (train.resume: always would continue from it)"
+    )
+
+
+def train(trainer: Any, cfg: TrainConfig) -> tuple[Path | None, str | None]:
+    """Run training, resuming as ``cfg.resume`` says; returns the checkpoint resumed from and a
+    note when a checkpoint was passed over. A fresh start clears the checkpoint folder."""
+    checkpoint, note = resume_point(cfg, getattr(trainer, "settings_fingerprint", None))
+    if checkpoint is None and Path(cfg.checkpoint_dir).exists() and trainer.args.should_save:
         shutil.rmtree(cfg.checkpoint_dir)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    return checkpoint
+    return checkpoint, note
 
 
 def save_policy(trainer: Any, out: str | Path) -> Path:

@@ -497,7 +497,9 @@ def test_compare_flow_maps_variants_in_working_copies(project: Project, server: 
     (compare_id,) = runs.loc[runs["tags.mlflow.runName"] == "compare", "run_id"]
     logged = [a.path for a in mlflow.MlflowClient().list_artifacts(compare_id, "compare")]
     assert logged == ["compare/compare.png"]
-    variants = runs[runs["tags.mlflow.parentRunId"] == compare_id]
+    children = runs[runs["tags.mlflow.parentRunId"] == compare_id]
+    variants = children[children["tags.mlflow.runName"].str.startswith("variant ")]
+    assert len(variants) == 2  # beside them, the shared stages' pipeline run
     assert set(variants["params.curriculum"]) == {"sparft", "uniform"}  # headline params
     assert variants["metrics.heldout_accuracy"].notna().all()
 

@@ -202,6 +202,26 @@ def test_latest_checkpoint_ignores_incomplete(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path / "missing") is None
 
 
+def test_auto_resume_only_under_the_same_settings(tmp_path: Path) -> None:
+    from sparft.trainer import SETTINGS_FILE, resume_point
+
+    for step, fingerprint in ((2, "old"), (4, "same")):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in ("trainer_state.json", "curriculum_state.json"):
+            (folder / name).write_text("{}")
+        (folder / SETTINGS_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
+    cfg = TrainConfig(checkpoint_dir=str(tmp_path))
+    assert cfg.resume == "auto"
+    assert resume_point(cfg, "same") == (tmp_path / "checkpoint-4", None)
+    checkpoint, note = resume_point(cfg, "other")
+    assert checkpoint is None and note is not None and "other settings" in note
+    assert resume_point(cfg.model_copy(update={"resume": "always"}), "other")[0] is not None
+    assert resume_point(cfg.model_copy(update={"resume": "never"}), "same") == (None, None)
+    assert TrainConfig(resume=True).resume == "always"  # the old boolean spelling
+    assert TrainConfig(resume=False).resume == "never"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("curriculum", "allocation", "replay"),
@@ -366,6 +386,69 @@ def test_train_stage_writes_model_history_plots_and_mlflow_steps(
     _use_store(root, monkeypatch)
     requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/sparft-policy/1")).read_text()
     assert "torch==" in requirements and "transformers==" in requirements
+
+
+def _kill_when(process: subprocess.Popen[str], ready: Any, timeout: float = 300) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the kill point was never reached"
+        time.sleep(0.2)
+    os.killpg(process.pid, 9)
+    process.wait()
+
+
+@pytest.mark.slow
+def test_killed_train_stage_resumes_by_itself_and_its_runs_are_marked_killed(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    """``sparft stage train`` SIGKILLed after its step-2 checkpoint: the rerun, with no flag,
+    continues from it (same settings), ends with the choices of a run never interrupted, and
+    marks the killed attempt's MLflow run KILLED. Changed settings start afresh with a note."""
+    import mlflow
+
+    settings = {"max_steps": 6, "heldout": {"every": 2}, "save_total_limit": 3}
+    whole = _project(tmp_path / "whole", tiny_lm_dir, **settings)
+    killed = _project(tmp_path / "killed", tiny_lm_dir, **settings)
+    for root in (whole, killed):
+        (root / "params.yaml").write_text(
+            (root / "params.yaml").read_text() + "evaluate:\n  max_new_tokens: 8\n  limit: 6\n"
+        )
+    args = [str(BIN / "sparft"), "stage", "train"]
+    done = subprocess.run(args, cwd=whole, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    process = subprocess.Popen(
+        args, cwd=killed, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    _kill_when(process, lambda: latest_checkpoint(killed / "data/checkpoints/train") is not None)
+    assert not (killed / "data/train/history.parquet").exists()
+    again = subprocess.run(args, cwd=killed, env=_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((killed / "data/train/metrics.json").read_text())
+    assert summary["resumed_from"] and "checkpoint-" in summary["resumed_from"]
+    assert summary["notes"] == []
+    columns = ["step", "prompt_ids", "group_sizes", "solve_rate"]
+    expected = pd.read_parquet(whole / "data/train/history.parquet")[columns]
+    resumed = pd.read_parquet(killed / "data/train/history.parquet")[columns]
+    assert resumed.astype(str).equals(expected.astype(str))
+    curve = pd.read_parquet(killed / "data/train/heldout.parquet")
+    assert list(curve["step"]) == [0, 2, 4, 6]  # the journaled checks kept, the rest made
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{killed / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sparft").experiment_id])
+    states = sorted(r.info.status for r in runs)
+    assert states == ["FINISHED", "KILLED"]
+    (dead,) = [r for r in runs if r.info.status == "KILLED"]
+    assert "ended without closing this run" in dead.data.tags["sparft.killed"]
+    changed = subprocess.run(
+        [*args, "--set", "train.learning_rate=0.001"], cwd=killed, env=_env(),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    fresh = json.loads((killed / "data/train/metrics.json").read_text())
+    assert fresh["resumed_from"] is None and "other settings" in fresh["notes"][0]
 
 
 @pytest.mark.slow

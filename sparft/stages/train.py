@@ -9,6 +9,7 @@ curriculum's first evidence of each question's solve rate (CurES's initial rollo
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,6 +106,37 @@ def training_frame(params: Params) -> pd.DataFrame:
     return frame
 
 
+def settings_fingerprint(params: Params, frame: pd.DataFrame, model_path: str) -> str:
+    """What a checkpoint must have been saved under for ``train.resume: auto`` to continue it:
+    the stage's params (but those that only say how often to save, where, or with how many
+    threads), the training questions and answers, the starting model's files, and sparft's
+    own source (a fix to a reward or a curriculum must not continue a run made before it)."""
+    import hashlib
+    import json
+
+    import sparft
+    from sparft.heldout import model_digest
+    from sparft.stages.stage import lookup
+
+    package = Path(sparft.__file__).parent
+    config = params.model_dump(mode="json")
+    values = {key: lookup(config, key) for key in STAGE.params}
+    train = dict(values["train"])
+    for key in ("resume", "save_steps", "save_total_limit", "checkpoint_dir", "num_threads"):
+        train.pop(key, None)
+    values["train"] = train
+    payload = {
+        "params": values,
+        "questions": frame[["id", "question", "answer"]].astype(str).values.tolist(),
+        "model": model_digest(model_path) if Path(model_path).is_dir() else model_path,
+        "code": {
+            str(f.relative_to(package)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(package.rglob("*.py"))
+        },
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
     """The learning-curve callback ``train.heldout`` asks for, on the evaluate stage's first
     benchmark with its ``limit``, ``seed`` and ``max_new_tokens``; None when it is off."""
@@ -171,8 +203,11 @@ def run(params: Params) -> dict[str, Any]:
     trainer = build_trainer(cfg, model_path, frame, curriculum, params.prompt, report_to, callbacks)
     if curve:
         curve.trainer = trainer
+    trainer.settings_fingerprint = settings_fingerprint(params, frame, model_path)
     started = perf_counter()
-    resumed = train(trainer, cfg)
+    resumed, note = train(trainer, cfg)
+    if note:
+        logging.getLogger(__name__).warning(note)
     seconds = perf_counter() - started
     save_policy(trainer, MODEL)
     history = pd.DataFrame(curriculum.history)
@@ -182,6 +217,7 @@ def run(params: Params) -> dict[str, Any]:
         "allocation": curriculum.allocator.method,
         "training_questions": len(frame),
         "resumed_from": str(resumed) if resumed else None,
+        "notes": [note] if note else [],
         "lora": hasattr(trainer.model, "peft_config"),
         "train_seconds": curve.train_seconds() if curve else seconds,
         **summary_metrics(history, logs),
