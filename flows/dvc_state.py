@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from sparft.config import ConfigError, load_params
+from sparft.io import path_digest
 from sparft.stages import STAGES
 from sparft.stages.sources import ROOT as SOURCE_ROOT
 from sparft.stages.sources import source_files
@@ -91,35 +92,6 @@ def render_dvc_yaml() -> str:
     )
     # a blank line between stages, as a person would write it
     return DVC_YAML_HEADER + body.replace("\n  ", "\n\n  ").replace("\n\n    ", "\n    ")
-
-
-_DIGESTS: dict[tuple[str, int, int, int], str] = {}
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime, inode): a stage's outputs are hashed
-    once per process although they are checked as outputs and then keyed as the next inputs."""
-    st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
-    if memo not in _DIGESTS:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        _DIGESTS[memo] = digest.hexdigest()
-    return _DIGESTS[memo]
-
-
-def path_digest(path: Path) -> str | None:
-    """Digest of a file or of a folder's files (names and contents); None when absent."""
-    if path.is_file():
-        return file_digest(path)
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n".encode())
-        return "dir:" + digest.hexdigest()
-    return None
 
 
 def locate(root: Path, rel: str) -> Path:

@@ -31,18 +31,6 @@ if TYPE_CHECKING:
 JOURNAL = "heldout.jsonl"
 
 
-def model_digest(folder: str | Path) -> str:
-    """Content hash of a model folder's files (names and bytes)."""
-    digest = hashlib.sha256()
-    root = Path(folder)
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(root)).encode())
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 class HeldoutCurve(TrainerCallback):
     """Greedy held-out accuracy of ``trainer.model`` at step 0, every ``every`` steps and at the
     last step. ``points`` hold one dict per check; ``journal`` gets each as a JSON line."""

@@ -115,7 +115,7 @@ def settings_fingerprint(params: Params, frame: pd.DataFrame, model_path: str) -
     import json
 
     import sparft
-    from sparft.heldout import model_digest
+    from sparft.io import path_digest
     from sparft.stages.stage import lookup
 
     package = Path(sparft.__file__).parent
@@ -128,7 +128,7 @@ def settings_fingerprint(params: Params, frame: pd.DataFrame, model_path: str) -
     payload = {
         "params": values,
         "questions": frame[["id", "question", "answer"]].astype(str).values.tolist(),
-        "model": model_digest(model_path) if Path(model_path).is_dir() else model_path,
+        "model": path_digest(Path(model_path)) or model_path,
         "code": {
             str(f.relative_to(package)): hashlib.sha256(f.read_bytes()).hexdigest()
             for f in sorted(package.rglob("*.py"))
@@ -141,7 +141,8 @@ def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
     """The learning-curve callback ``train.heldout`` asks for, on the evaluate stage's first
     benchmark with its ``limit``, ``seed`` and ``max_new_tokens``; None when it is off."""
     from sparft.evaluation import load_benchmark
-    from sparft.heldout import JOURNAL, HeldoutCurve, model_digest
+    from sparft.heldout import JOURNAL, HeldoutCurve
+    from sparft.io import path_digest
     from sparft.trainer import use_bf16
 
     cfg = params.train.heldout
@@ -149,7 +150,7 @@ def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
         return None
     ev = params.evaluate
     questions, _ = load_benchmark(ev.benchmarks[0], ev, params.data, params.arithmetic)
-    base = model_digest(model_path) if cfg.cache_dir and Path(model_path).is_dir() else None
+    base = path_digest(Path(model_path)) if cfg.cache_dir else None  # memoised: hashed once
     return HeldoutCurve(
         questions,
         params.prompt,
