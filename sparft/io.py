@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+LEFTOVER_AGE_S = 60.0
 
 
 @contextmanager
@@ -21,16 +25,47 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The temporary file lives in the same folder so ``os.replace`` is atomic on POSIX; on any
     error it is removed and an existing ``path`` stays untouched. The writer creates it, so it
     gets the umask's permissions like any other file (``mkstemp`` would leave it owner-only).
+    Its name carries the writer's pid, so the next successful write of ``path`` removes what a
+    killed writer left (``sweep_leftovers``).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    tmp = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp"
     try:
         yield tmp
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    sweep_leftovers(target)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def sweep_leftovers(target: Path, min_age_s: float = LEFTOVER_AGE_S) -> list[Path]:
+    """Remove ``target``'s temporary siblings that a killed writer left: their pid is not a
+    live process here and they are older than ``min_age_s`` (a writer on another host sharing
+    the folder gets that long). Returns what was removed."""
+    removed = []
+    now = time.time()
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2 :].split("-", 1)[0]
+        try:
+            old = now - tmp.stat().st_mtime > min_age_s
+        except FileNotFoundError:
+            continue
+        if old and pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -193,3 +193,70 @@ def test_kill_anywhere_then_rerun_equals_an_uninterrupted_run(
         np.testing.assert_array_equal(a["embeddings"], b["embeddings"])
     summary = json.loads((root / "data/train/metrics.json").read_text())
     assert summary["resumed_from"] is not None  # the last attempt continued a checkpoint
+
+
+COMPARE_SETTINGS = {
+    **SETTINGS,
+    "compare": {"eval_every": 2, "bootstrap": 200},
+}
+COMPARE = ["sparft", "compare-strategies", "--strategy", "uniform", "--strategy", "sparft"]
+COMPARE += ["--seed", "0"]
+
+
+def _variant_checkpoint(root: Path, variant: str) -> Callable[[], bool]:
+    folder = root / "data/compare" / variant / "data/checkpoints/train"
+    return lambda: latest_checkpoint(folder) is not None
+
+
+@pytest.mark.slow
+def test_killed_comparison_resumes_its_variants(tmp_path: Path, tiny_lm_dir: Path) -> None:
+    """``sparft compare-strategies`` killed inside each variant's training: the reruns take the
+    shared stages and every finished variant from the cache, continue the killed variant's
+    checkpoint, and end with the report of an uninterrupted comparison."""
+    reference = tiny_project(tmp_path / "reference", tiny_lm_dir, ROOT, COMPARE_SETTINGS)
+    done = subprocess.run(COMPARE, cwd=reference, env=_env(reference), capture_output=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    root = tiny_project(tmp_path / "killed", tiny_lm_dir, ROOT, COMPARE_SETTINGS)
+    rng = random.Random(1)
+    for variant in ("uniform_seed-0", "sparft_seed-0"):
+        reached = _variant_checkpoint(root, variant)
+        process = subprocess.Popen(
+            COMPARE,
+            cwd=root,
+            env=_env(root),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 600
+        while not reached():
+            assert process.poll() is None, f"the attempt ended before {variant} saved a checkpoint"
+            assert time.monotonic() < deadline, f"{variant} never saved a checkpoint"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert "RUNNING" in _statuses(root)
+
+    final = subprocess.run(COMPARE, cwd=root, env=_env(root), capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr[-4000:]
+    statuses = _statuses(root)
+    assert "RUNNING" not in statuses and statuses.count("KILLED") >= 2
+    cached = [
+        line
+        for line in final.stdout.splitlines() + final.stderr.splitlines()
+        if "Cached(type=COMPLETED)" in line
+    ]
+    assert any("uniform seed=0" in line for line in cached), "the finished variant trained again"
+    for variant in ("uniform_seed-0", "sparft_seed-0"):
+        summary = root / "data/compare" / variant / "data/train/metrics.json"
+        assert json.loads(summary.read_text())["resumed_from"] is not None
+    got, want = (
+        json.loads((r / "data/compare/strategies.json").read_text())["strategies"]
+        for r in (root, reference)
+    )
+    for name in ("uniform", "sparft"):
+        for a, b in zip(got[name]["curve"], want[name]["curve"], strict=True):
+            assert (a["step"], a["mean"], a["rollouts"]) == (b["step"], b["mean"], b["rollouts"])
+    assert got["sparft"]["arms"] == want["sparft"]["arms"]
