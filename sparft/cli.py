@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from sparft.config import ConfigError, Params, dump_params, load_params
+from sparft.config import ConfigError, Params, dump_params, keys_holding, load_params
 from sparft.data import DataError, FieldMap, load_dataset
 from sparft.generation import GenerationError
 from sparft.io import write_json, write_parquet
@@ -56,9 +56,13 @@ def _given(**options: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
-def _fail(err: Exception) -> NoReturn:
-    """Print the error unwrapped (a file path cut across lines cannot be copied) and exit 2."""
-    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+def _fail(err: Exception, params: Params | None = None) -> NoReturn:
+    """Print the error unwrapped (a file path cut across lines cannot be copied) and exit 2;
+    a model that is not there is prefixed with the params keys that name it."""
+    model = getattr(err, "model", None)
+    keys = keys_holding(params, model) if params is not None and model else []
+    where = f"{', '.join(keys)}: " if keys else ""
+    console.print(f"[bold red]error:[/] {where}{err}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -230,7 +234,7 @@ def generate(
         cfg = cfg.model_copy(update={"model": prepare_model(cfg.model)})
         results = make_backend(cfg).generate(prompt, n=n)
     except USER_ERRORS as err:
-        _fail(err)
+        _fail(err, p)
     for text, result in zip(prompt, results, strict=True):
         console.rule(text, style="cyan")
         for i, c in enumerate(result.completions):
@@ -255,7 +259,7 @@ def stage(
     try:
         summary = run_stage(STAGES[name], p)
     except USER_ERRORS as err:
-        _fail(err)
+        _fail(err, p)
     console.print_json(json.dumps(summary, default=str))
     console.print(f"stage {name} finished in {time.perf_counter() - start:.1f} s")
 
@@ -325,7 +329,7 @@ def run(
             worker_gpus=worker_gpus,
         )
     except USER_ERRORS as err:
-        _fail(err)
+        _fail(err, p)
     for name, stage in report["stages"].items():
         console.rule(f"stage {name}")
         seconds = stage["stage_seconds"] if stage["cached"] else stage["seconds"]

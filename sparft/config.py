@@ -130,5 +130,17 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(_format_errors(err, str(path))) from err
 
 
+def keys_holding(params: Params, value: object) -> list[str]:
+    """The dotted keys (``generation.model``) whose value is ``value``: which setting an error
+    about a value came from."""
+
+    def walk(node: object, prefix: str) -> list[str]:
+        if isinstance(node, dict):
+            return [k for key, v in node.items() for k in walk(v, f"{prefix}{key}.")]
+        return [prefix[:-1]] if node == value else []
+
+    return walk(params.model_dump(mode="json"), "")
+
+
 def dump_params(params: Params) -> str:
     return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)

@@ -54,7 +54,12 @@ class ModelError(RuntimeError):
 
 
 class ModelNotAvailableError(ModelError):
-    """A preset's weights are not installed; the message says how to install them."""
+    """A preset's weights are not installed, or a name is no model here; the message says how
+    to get it, and ``model`` is the name asked for (so a caller can name the params key)."""
+
+    def __init__(self, message: str, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 class ChecksumError(ModelError):
@@ -369,7 +374,9 @@ def _check_reachable(name: str) -> None:
     presets = ", ".join(PRESETS)
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local:
-        raise ModelNotAvailableError(f"model '{name}': no such folder (presets: {presets})")
+        raise ModelNotAvailableError(
+            f"model '{name}': no such folder (presets: {presets})", model=name
+        )
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in {"1", "true", "yes", "on"}:
         return  # online: the hub decides
     from huggingface_hub import try_to_load_from_cache
@@ -382,7 +389,8 @@ def _check_reachable(name: str) -> None:
         raise ModelNotAvailableError(
             f"model '{name}' is not a preset ({presets}), not a local folder, and not in the "
             "Hugging Face cache; HF_HUB_OFFLINE=1 forbids downloading it. Use a preset or a "
-            "folder, or unset HF_HUB_OFFLINE to fetch it from the hub."
+            "folder, or unset HF_HUB_OFFLINE to fetch it from the hub.",
+            model=name,
         )
 
 

@@ -229,3 +229,17 @@ def test_jsonl_rows_are_lines_only_at_newlines(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     frame, _ = load_dataset(DataConfig(spec=str(path)))
     assert list(frame["question"]) == ["a\u2028b\x85c\u2029?", "d?"]
+
+
+def test_unknown_model_names_the_key(clustered: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model name that is no preset, folder or cached hub id, offline: the error names the
+    params key that holds it; the probe written before stays."""
+    monkeypatch.chdir(clustered)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = (clustered / "data/probe.parquet").read_bytes()
+    overrides = ["--set", "probe.source=model", "--set", "generation.model=smollm-999m"]
+    result = runner.invoke(app, ["stage", "probe", *_TINY, *overrides])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "generation.model: model 'smollm-999m' is not a preset" in message, message
+    assert (clustered / "data/probe.parquet").read_bytes() == before
