@@ -109,15 +109,27 @@ def _kill_points() -> list[tuple[str, Callable[[Path], Callable[[], bool]]]]:
     ]
 
 
-def _run(root: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["sparft", "run"],
+def _kill_when(
+    command: list[str], root: Path, reached: Callable[[], bool], name: str, delay: float
+) -> None:
+    """Start ``command`` in ``root``, and SIGKILL its process group ``delay`` seconds after
+    ``reached()`` first holds."""
+    process = subprocess.Popen(
+        command,
         cwd=root,
         env=_env(root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    deadline = time.monotonic() + 600
+    while not reached():
+        assert process.poll() is None, f"the attempt ended before {name}"
+        assert time.monotonic() < deadline, f"{name} was never reached"
+        time.sleep(0.02)
+    time.sleep(delay)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _readable(root: Path) -> list[str]:
@@ -159,16 +171,7 @@ def test_kill_anywhere_then_rerun_equals_an_uninterrupted_run(
     rng = random.Random(0)
     tried = []
     for name, point in _kill_points():
-        reached = point(root)
-        process = _run(root)
-        deadline = time.monotonic() + 600
-        while not reached():
-            assert process.poll() is None, f"the attempt ended before {name}"
-            assert time.monotonic() < deadline, f"{name} was never reached"
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.3))
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        _kill_when(["sparft", "run"], root, point(root), name, rng.uniform(0.0, 0.3))
         tried.append((name, _readable(root)))
     assert any("probe.parquet" not in files for name, files in tried if name.startswith("probe"))
     assert "RUNNING" in _statuses(root)  # what the last kill left open
@@ -221,22 +224,7 @@ def test_killed_comparison_resumes_its_variants(tmp_path: Path, tiny_lm_dir: Pat
     rng = random.Random(1)
     for variant in ("uniform_seed-0", "sparft_seed-0"):
         reached = _variant_checkpoint(root, variant)
-        process = subprocess.Popen(
-            COMPARE,
-            cwd=root,
-            env=_env(root),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 600
-        while not reached():
-            assert process.poll() is None, f"the attempt ended before {variant} saved a checkpoint"
-            assert time.monotonic() < deadline, f"{variant} never saved a checkpoint"
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.3))
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        _kill_when(COMPARE, root, reached, f"{variant}'s checkpoint", rng.uniform(0.0, 0.3))
         assert "RUNNING" in _statuses(root)
 
     final = subprocess.run(COMPARE, cwd=root, env=_env(root), capture_output=True, text=True)
