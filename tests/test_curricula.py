@@ -18,6 +18,7 @@ from sparft.bandit import BanditConfig
 from sparft.curricula import CURRICULA, Curriculum, Group, make_curriculum
 from sparft.curricula.allocation import (
     AllocationConfig,
+    fixed_run_note,
     group_value,
     knapsack_counts,
     need,
@@ -204,6 +205,20 @@ def test_knapsack_allocator_gives_unknown_prompts_the_default() -> None:
     assert counts.sum() == 32
     assert counts[4:].tolist() == [4, 4, 4, 4]  # no estimate yet: num_generations each
     assert counts[3] == 2  # probed 4/4: the floor
+
+
+def test_knapsack_that_never_had_an_estimate_says_it_ran_as_fixed() -> None:
+    """Probed with 4 rollouts a question, under knapsack_min_observed=8 (the comparison's
+    default scale): every group gets num_generations, and the run says so."""
+    data = frame(8, probe=[2, 2, 0, 4, 2, 2, 0, 4])
+    cur = make_curriculum("uniform", data, params(allocation="knapsack"))
+    sizes = [cur.allocator.allocate(cur, [f"q{i}" for i in range(j, j + 4)], 16).tolist()
+             for j in (0, 4)]  # fmt: skip
+    assert sizes == [[4] * 4] * 2
+    note = fixed_run_note("knapsack", cur.allocator.cfg, 4, sizes)
+    assert note is not None and "knapsack_min_observed=8" in note
+    assert fixed_run_note("knapsack", cur.allocator.cfg, 4, [[2, 6, 4, 4]]) is None
+    assert fixed_run_note("fixed", cur.allocator.cfg, 4, sizes) is None
 
 
 @pytest.mark.parametrize("seed", range(20))

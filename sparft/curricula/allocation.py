@@ -208,3 +208,20 @@ class Allocator:
         elif rest:
             counts = proportional_counts(np.ones(len(rates)), budget, 1, budget)
         return counts
+
+
+def fixed_run_note(
+    method: str, cfg: AllocationConfig, group: int, group_sizes: Sequence[Sequence[int]]
+) -> str | None:
+    """A note when an adaptive allocator gave every prompt of every step ``group`` rollouts:
+    the run was plain fixed allocation, which a comparison would otherwise report as the
+    method's result."""
+    if method == "fixed" or not group_sizes or any(n != group for g in group_sizes for n in g):
+        return None
+    why = (
+        f"no prompt reached allocation.knapsack_min_observed={cfg.knapsack_min_observed} observed"
+        " rollouts (probe.k and earlier visits count); lower it, raise probe.k, or train longer"
+        if method == "knapsack"
+        else "the estimates never differed enough between prompts"
+    )
+    return f"{method} allocation gave every group train.num_generations={group} rollouts: {why}"

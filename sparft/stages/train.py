@@ -190,6 +190,7 @@ def run(params: Params) -> dict[str, Any]:
     import pandas as pd
 
     from sparft.curricula import make_curriculum
+    from sparft.curricula.allocation import fixed_run_note
     from sparft.io import write_json, write_parquet
     from sparft.models import prepare_model
     from sparft.trainer import build_trainer, log_history_frame, save_policy, summary_metrics, train
@@ -213,12 +214,18 @@ def run(params: Params) -> dict[str, Any]:
     save_policy(trainer, MODEL)
     history = pd.DataFrame(curriculum.history)
     logs = log_history_frame(trainer.state.log_history)
+    sizes = list(history["group_sizes"]) if "group_sizes" in history else []
+    fixed = fixed_run_note(
+        curriculum.allocator.method, params.allocation, cfg.num_generations, sizes
+    )
+    if fixed:
+        logging.getLogger(__name__).warning(fixed)
     summary: dict[str, Any] = {
         "curriculum": cfg.curriculum,
         "allocation": curriculum.allocator.method,
         "training_questions": len(frame),
         "resumed_from": str(resumed) if resumed else None,
-        "notes": [note] if note else [],
+        "notes": [n for n in (note, fixed) if n],
         "lora": hasattr(trainer.model, "peft_config"),
         "train_seconds": curve.train_seconds() if curve else seconds,
         **summary_metrics(history, logs),
