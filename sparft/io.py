@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 
 LEFTOVER_AGE_S = 60.0
 
@@ -40,16 +41,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     sweep_leftovers(target)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 def sweep_leftovers(target: Path, min_age_s: float = LEFTOVER_AGE_S) -> list[Path]:
     """Remove ``target``'s temporary siblings that a killed writer left: their pid is not a
     live process here and they are older than ``min_age_s`` (a writer on another host sharing
@@ -62,7 +53,7 @@ def sweep_leftovers(target: Path, min_age_s: float = LEFTOVER_AGE_S) -> list[Pat
             old = now - tmp.stat().st_mtime > min_age_s
         except FileNotFoundError:
             continue
-        if old and pid.isdigit() and not _alive(int(pid)):
+        if old and pid.isdigit() and not psutil.pid_exists(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
