@@ -1,7 +1,9 @@
 """Strategy comparison: which data-selection method trains fastest, with confidence.
 
 A strategy is a named set of params overrides (``STRATEGIES``; ``+knapsack``, ``+variance`` and
-``+replay`` add an allocator or rollout replay to any of them). Every strategy trains from the
+``+replay`` add an allocator or rollout replay to any of them, ``+fp32``, ``+bf16-mixed`` and
+``+bf16`` set the training precision, so ``uniform+bf16-mixed`` measures what a faster precision
+does to learning against ``uniform``, paired). Every strategy trains from the
 same base model with the same seeds and is checked on one fixed held-out set at the same steps
 (``sparft.heldout``), so runs pair question by question and seed by seed. The statistics here:
 
@@ -87,6 +89,7 @@ MODIFIERS: dict[str, dict[str, Any]] = {
     "knapsack": {"train.allocation": "knapsack"},
     "variance": {"train.allocation": "variance"},
     "replay": {"train.replay.enabled": True},
+    **{p: {"train.precision": p} for p in ("fp32", "bf16-mixed", "bf16")},
 }
 
 
@@ -97,7 +100,8 @@ class CompareConfig(BaseModel):
 
     strategies: list[str] = Field(
         default_factory=lambda: list(STRATEGIES),
-        description="Names from STRATEGIES, each optionally +knapsack, +variance or +replay.",
+        description="Names from STRATEGIES, each optionally +knapsack, +variance, +replay or a "
+        "precision (+fp32, +bf16-mixed, +bf16).",
     )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     eval_every: int = Field(5, ge=1, description="Steps between held-out checks.")

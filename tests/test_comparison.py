@@ -41,6 +41,10 @@ def test_strategies_are_overrides_with_modifiers() -> None:
     overrides, _ = strategy_overrides("sparft-lp+replay")
     assert overrides["bandit.reward"] == "learning-progress"
     assert overrides["train.replay.enabled"] is True
+    overrides, probe = strategy_overrides("uniform+bf16-mixed")
+    assert overrides["train.precision"] == "bf16-mixed" and not probe
+    p = load_params(ROOT / "params.yaml", [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    assert p.train.precision == "bf16-mixed"
     with pytest.raises(ValueError, match="unknown strategy 'grpo'"):
         strategy_overrides("grpo")
     with pytest.raises(ValueError, match="unknown modifier 'fast'"):
