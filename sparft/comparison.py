@@ -22,11 +22,13 @@ included), plus the probe stage's when the strategy reads what the probe measure
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sparft.train_config import Precision
 
 BASELINE = "uniform"
 
@@ -89,7 +91,7 @@ MODIFIERS: dict[str, dict[str, Any]] = {
     "knapsack": {"train.allocation": "knapsack"},
     "variance": {"train.allocation": "variance"},
     "replay": {"train.replay.enabled": True},
-    **{p: {"train.precision": p} for p in ("fp32", "bf16-mixed", "bf16")},
+    **{p: {"train.precision": p} for p in get_args(Precision) if p != "auto"},
 }
 
 

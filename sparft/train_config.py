@@ -10,6 +10,8 @@ from sparft.curricula import CURRICULA
 from sparft.curricula.allocation import Allocation
 from sparft.replay import ReplayConfig
 
+Precision = Literal["auto", "fp32", "bf16", "bf16-mixed"]
+
 LORA_AUTO_THRESHOLD = 300_000_000
 
 
@@ -71,7 +73,7 @@ class TrainConfig(BaseModel):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     lora_target_modules: str | list[str] = "all-linear"
-    precision: Literal["auto", "fp32", "bf16", "bf16-mixed"] = Field(
+    precision: Precision = Field(
         "auto",
         description="auto: bf16 on a GPU that supports it, else fp32. bf16: bf16 weights; "
         "bf16-mixed: fp32 weights, bf16 autocast (fine updates survive; CPUs with AMX).",
