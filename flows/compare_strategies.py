@@ -4,7 +4,8 @@ The stages before ``train`` run once (the cached ``pipeline`` subflow); then eve
 ``compare.strategies`` (``sparft.comparison.STRATEGIES``) trains with every seed of
 ``compare.seeds`` in its own working copy (``flows.compare.run_variants``: cached, one MLflow
 variant run each), checking greedy accuracy on the evaluate stage's first benchmark every
-``compare.eval_every`` steps (``train.heldout``; the shared step-0 point is computed once). The
+``compare.eval_every`` steps (``train.heldout``; the shared step-0 point is computed once), all
+under ``compare.scale`` (params for every stage, before the caller's overrides). The
 flow reads the curves back, computes the statistics of ``sparft.comparison.summarise`` and
 writes ``data/compare/strategies.json`` and ``data/compare/strategies.png``, both also logged
 to the flow's MLflow run with a per-strategy metric set and a Prefect table artifact.
@@ -45,11 +46,13 @@ def variant_label(strategy: str, seed: int) -> str:
 
 def variants(cfg: CompareConfig, root: Path) -> list[tuple[str, list[str]]]:
     """``(label, overrides)`` of every strategy x seed: the strategy's params, the seed for
-    training and for the bandit, and the held-out checks."""
+    training and for the bandit, and the held-out checks. Seed by seed, so a comparison
+    stopped early holds every strategy at the same seeds, and a rerun with those seeds
+    reports from the cache."""
     out = []
-    for name in cfg.strategies:
-        overrides, _ = strategy_overrides(name)
-        for seed in cfg.seeds:
+    for seed in cfg.seeds:
+        for name in cfg.strategies:
+            overrides, _ = strategy_overrides(name)
             out.append(
                 (
                     variant_label(name, seed),
@@ -174,6 +177,7 @@ def settings(params: Params, cfg: CompareConfig, heldout: int, wall_s: float) ->
         "strategies": cfg.strategies,
         "seeds": cfg.seeds,
         "eval_every": cfg.eval_every,
+        "scale": cfg.scale,
         "bootstrap": cfg.bootstrap,
         "level": cfg.level,
         "wall_seconds": round(wall_s, 1),
@@ -206,12 +210,17 @@ def compare_strategies(
             )
         except ValueError as err:
             raise ConfigError(f"compare: {err}") from err
+        overrides = [*cfg.scale_overrides(), *(overrides or [])]
+        try:
+            params = load_params(params_file, overrides)
+        except ConfigError as err:
+            raise ConfigError(f"compare.scale: {err}") from err
         logger = get_run_logger()
         logger.info("%d strategies x %d seeds", len(cfg.strategies), len(cfg.seeds))
         with tracked_run("compare-strategies", params, tags=flow_tags("compare")) as mlrun:
             results = run_variants(
                 params_file,
-                overrides or [],
+                overrides,
                 root,
                 variants(cfg, root),
                 parallel=cfg.parallel,
@@ -247,6 +256,7 @@ def compare_strategies(
                         "heldout_questions": str(heldout),
                         "max_steps": str(params.train.max_steps),
                         "eval_every": str(cfg.eval_every),
+                        **{f"scale.{key}": str(value) for key, value in cfg.scale.items()},
                     }
                 )
                 mlflow.log_metrics(

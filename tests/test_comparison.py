@@ -69,6 +69,42 @@ def test_compare_section_names_the_bad_key(tmp_path: Path) -> None:
         load_params(ROOT / "params.yaml", ["compare.seeds=[]"])
 
 
+def test_scale_is_what_the_comparison_runs_under() -> None:
+    """The default scale resolves to valid params at the pilot's size, and ``--set`` after it
+    wins."""
+    from sparft.evaluation import load_benchmark
+
+    cfg = load_params(ROOT / "params.yaml").compare
+    p = load_params(ROOT / "params.yaml", [*cfg.scale_overrides(), "train.max_steps=3"])
+    assert p.train.max_steps == 3 and p.train.learning_rate == cfg.scale["train.learning_rate"]
+    assert p.train.rollouts_per_step == 16 and p.select.budget == 128
+    heldout, _ = load_benchmark(p.evaluate.benchmarks[0], p.evaluate, p.data, p.arithmetic)
+    assert len(heldout) >= 256  # the issue's smallest held-out set
+    assert p.probe.k >= p.allocation.knapsack_min_observed  # knapsack reads the probe
+
+
+def test_scale_refuses_keys_that_are_not_a_stage_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"compare\.scale.*'compare\.seeds'"):
+        load_params(ROOT / "params.yaml", ['compare.scale={"compare.seeds": [1]}'])
+    with pytest.raises(ConfigError, match=r"'max_steps'"):
+        load_params(ROOT / "params.yaml", ['compare.scale={"max_steps": 4}'])
+    cfg = load_params(ROOT / "params.yaml", ['compare.scale={"train.nope": 1}']).compare
+    with pytest.raises(ConfigError, match=r"train\.nope"):
+        load_params(ROOT / "params.yaml", cfg.scale_overrides())
+
+
+def test_variants_go_seed_by_seed(tmp_path: Path) -> None:
+    """A comparison stopped early holds every strategy at the same seeds."""
+    from flows.compare_strategies import variants
+
+    cfg = CompareConfig(strategies=["uniform", "sparft"], seeds=[0, 1], eval_every=2)
+    planned = variants(cfg, tmp_path)
+    assert [label for label, _ in planned] == [
+        "uniform seed=0", "sparft seed=0", "uniform seed=1", "sparft seed=1"
+    ]  # fmt: skip
+    assert {"train.seed=1", "bandit.seed=1", "train.heldout.every=2"} <= set(planned[3][1])
+
+
 def test_paired_difference_on_known_answers() -> None:
     rng = np.random.default_rng(1)
     b = (rng.random((3, 200)) < 0.3).astype(float)
@@ -249,7 +285,10 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
         tmp_path / "project",
         tiny_lm_dir,
         ROOT,
-        {"tracking": {"log_model": False}, "compare": {"eval_every": 1, "bootstrap": 200}},
+        {
+            "tracking": {"log_model": False},
+            "compare": {"eval_every": 1, "bootstrap": 200, "scale": {"evaluate.limit": 3}},
+        },
     )
     db = root / "mlflow.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
@@ -272,7 +311,9 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     out = run()
     assert "wrote data/compare/strategies.json" in out
     report = json.loads((root / "data/compare/strategies.json").read_text())
-    assert report["settings"]["heldout_questions"] == 4 and report["settings"]["seeds"] == [0, 1]
+    settings = report["settings"]
+    assert settings["heldout_questions"] == 3 and settings["scale"] == {"evaluate.limit": 3}
+    assert settings["seeds"] == [0, 1]
     sparft, uniform = report["strategies"]["sparft"], report["strategies"]["uniform"]
     assert [p["step"] for p in sparft["curve"]] == [0, 1, 2]
     for entry in (sparft, uniform):

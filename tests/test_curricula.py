@@ -208,10 +208,11 @@ def test_knapsack_allocator_gives_unknown_prompts_the_default() -> None:
 
 
 def test_knapsack_that_never_had_an_estimate_says_it_ran_as_fixed() -> None:
-    """Probed with 4 rollouts a question, under knapsack_min_observed=8 (the comparison's
-    default scale): every group gets num_generations, and the run says so."""
+    """Probed with 4 rollouts a question, under knapsack_min_observed=8: every group gets
+    num_generations, and the run says so."""
     data = frame(8, probe=[2, 2, 0, 4, 2, 2, 0, 4])
     cur = make_curriculum("uniform", data, params(allocation="knapsack"))
+    cur.allocator.cfg = AllocationConfig(knapsack_min_observed=8)
     sizes = [cur.allocator.allocate(cur, [f"q{i}" for i in range(j, j + 4)], 16).tolist()
              for j in (0, 4)]  # fmt: skip
     assert sizes == [[4] * 4] * 2

@@ -76,6 +76,62 @@ def test_started_on_loopback_seeded_unless_cpu_and_stopped(
     assert (UNSEEDED_NOTE in " ".join(capsys.readouterr().err.split())) is cpu
 
 
+@pytest.mark.parametrize(
+    ("cpu", "flags", "cores", "dtype", "reserved"),
+    [
+        (True, "fpu avx2 fma", 2, "float32", "0"),  # this machine's kind: no bf16, two cores
+        (True, "avx512f avx512_bf16 amx_bf16", 2, "auto", "0"),
+        (True, "avx512f amx_bf16", 32, "auto", None),  # vLLM's own reservation
+        (False, "fpu avx2", 2, "auto", "0"),  # a GPU build keeps the model's dtype
+    ],
+)
+def test_cpu_server_dtype_and_cores_follow_the_machine(
+    tmp_path: Path,
+    tiny_lm_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cpu: bool,
+    flags: str,
+    cores: int,
+    dtype: str,
+    reserved: str | None,
+) -> None:
+    import sparft.serving as serving_module
+
+    monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(tmp_path / "requests.jsonl"))
+    monkeypatch.delenv(serving_module.RESERVED_ENV, raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(serving_module, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(serving_module, "available_cores", lambda: cores)
+    cfg = _config(tmp_path, _environment(tmp_path, cpu), tiny_lm_dir)
+    with serving(cfg):
+        pass
+    started = _started_with(Path(cfg.server.log_file))
+    assert started["argv"][started["argv"].index("--dtype") + 1] == dtype
+    assert started["reserved"] == reserved
+
+
+def test_reserved_cores_set_in_params_win(
+    tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sparft.serving as serving_module
+
+    monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(tmp_path / "requests.jsonl"))
+    monkeypatch.setenv(serving_module.RESERVED_ENV, "0")
+    cfg = _config(tmp_path, _environment(tmp_path, True), tiny_lm_dir)
+    cfg.server.cpu_reserved_cores = 1
+    with serving(cfg):
+        pass
+    assert _started_with(Path(cfg.server.log_file))["reserved"] == "1"
+    with pytest.raises(ValueError, match="cpu_reserved_cores"):
+        ServerConfig(cpu_reserved_cores=-1)
+
+
+def _started_with(log: Path) -> dict:
+    (line,) = [x for x in log.read_text().splitlines() if x.startswith("fake vllm started")]
+    return json.loads(line.removeprefix("fake vllm started "))
+
+
 def test_make_backend_owns_the_server_it_starts(
     tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

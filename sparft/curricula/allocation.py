@@ -51,10 +51,11 @@ class AllocationConfig(BaseModel):
         "(the paper's information gain), or the chance alone.",
     )
     knapsack_min_observed: int = Field(
-        8,
+        4,
         ge=0,
         description="knapsack: rollouts observed (probe included) before a prompt's solve rate "
-        "is trusted; below it a prompt gets num_generations.",
+        "is trusted; below it a prompt gets num_generations. 4 is probe.k's default, so the "
+        "probe's rates are used from the first step.",
     )
     variance_min: int = Field(4, ge=1, description="variance (CurES): fewest rollouts.")
     variance_max: int = Field(16, ge=1, description="variance (CurES): most rollouts.")

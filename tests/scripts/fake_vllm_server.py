@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,6 +20,12 @@ DIE_AFTER = int(os.environ.get("FAKE_VLLM_DIE_AFTER", "0"))
 LOG = os.environ["FAKE_VLLM_REQUESTS"]
 lock = threading.Lock()
 served = 0
+# what it was started with, for the tests to read in the server's log
+print(
+    "fake vllm started",
+    json.dumps({"argv": sys.argv[1:], "reserved": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")}),
+    flush=True,
+)
 
 
 class Handler(BaseHTTPRequestHandler):
