@@ -39,7 +39,7 @@ from flows.artifacts import absolute_uri
 from flows.dvc_state import StageSpec, all_specs, locate, output_digests, path_digest
 from flows.pipeline import pipeline
 from flows.tasks import PERMANENT_ERRORS, cached_task, cell, stale_record, working_dir
-from sparft.config import ConfigError, Params, load_params
+from sparft.config import ConfigError, Params, as_overrides, load_params
 from sparft.stages import STAGES
 from sparft.stages.evaluate import METRICS as EVAL_METRICS
 from sparft.stages.stage import lookup
@@ -57,7 +57,7 @@ def expand(grid: dict[str, list[Any]]) -> list[tuple[str, list[str]]]:
     variants = []
     for values in itertools.product(*(grid[k] for k in keys)):
         label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values, strict=True))
-        overrides = [f"{k}={json.dumps(v)}" for k, v in zip(keys, values, strict=True)]
+        overrides = as_overrides(dict(zip(keys, values, strict=True)))
         variants.append((label, overrides))
     return variants
 

@@ -27,7 +27,7 @@ from prefect.artifacts import create_table_artifact
 from flows.compare import flow_tags, run_variants, slug
 from flows.tasks import working_dir
 from sparft.comparison import BASELINE, CompareConfig, RunCurve, strategy_overrides, summarise
-from sparft.config import ConfigError, Params, load_params
+from sparft.config import ConfigError, Params, as_overrides, load_params
 from sparft.io import write_json
 from sparft.stages.cluster import OUT as CLUSTERS
 from sparft.stages.probe import OUT as PROBE
@@ -57,7 +57,7 @@ def variants(cfg: CompareConfig, root: Path) -> list[tuple[str, list[str]]]:
                 (
                     variant_label(name, seed),
                     [
-                        *(f"{key}={json.dumps(value)}" for key, value in overrides.items()),
+                        *as_overrides(overrides),
                         f"train.seed={seed}",
                         f"bandit.seed={seed}",
                         f"train.heldout.every={cfg.eval_every}",
@@ -210,7 +210,7 @@ def compare_strategies(
             )
         except ValueError as err:
             raise ConfigError(f"compare: {err}") from err
-        overrides = [*cfg.scale_overrides(), *(overrides or [])]
+        overrides = [*as_overrides(cfg.scale), *(overrides or [])]
         try:
             params = load_params(params_file, overrides)
         except ConfigError as err:

@@ -21,7 +21,6 @@ included), plus the probe stage's when the strategy reads what the probe measure
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -128,10 +127,6 @@ class CompareConfig(BaseModel):
                     f"scale key {key!r}: want section.field of a stage's section, not compare's"
                 )
         return scale
-
-    def scale_overrides(self) -> list[str]:
-        """``scale`` as ``--set`` overrides, to go before the user's."""
-        return [f"{key}={json.dumps(value)}" for key, value in self.scale.items()]
 
     @field_validator("strategies")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         sections = ", ".join(Params.model_fields)
         raise ConfigError(f"override '{text}': name a section and a key (sections: {sections})")
     return parts, yaml.safe_load(raw) if raw.strip() else None
+
+
+def as_overrides(values: Mapping[str, Any]) -> list[str]:
+    """``{"section.key": value}`` as ``section.key=value`` overrides, the inverse of
+    ``parse_override`` (JSON is YAML, so every value reads back as it was)."""
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 VLLM_VENV = Path(".venv-vllm")
 PYTHON_ENV = "SPARFT_VLLM_PYTHON"
 RESERVED_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+SMALL_MACHINE_CORES = 4  # at most this many: vLLM keeps no core for its scheduler
 CPUINFO = Path("/proc/cpuinfo")
 NO_BF16_NOTE = (
     "this CPU has no native bf16 (neither AVX512-BF16 nor AMX), where vLLM's CPU build runs a "
@@ -55,9 +56,6 @@ UNSEEDED_NOTE = (
     "the vLLM server runs vLLM's CPU build, whose engine dies on per-request seeds: none are "
     "sent, so sampling through it is not seeded and reruns draw other samples"
 )
-
-
-SMALL_MACHINE_CORES = 4
 
 
 class ServerConfig(BaseModel):

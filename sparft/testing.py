@@ -4,11 +4,12 @@ spot), built from a config with nothing downloaded."""
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from sparft.config import as_overrides
 
 # Pipeline settings small enough for a run with the tiny model (tests and the CI-size
 # orchestration benchmark): 9 questions, 3 clusters, 2 training steps.
@@ -53,11 +54,13 @@ def tiny_project(
 
 def tiny_overrides() -> list[str]:
     """``TINY_SETTINGS`` as ``section.key=value`` overrides (``--set``)."""
-    return [
-        f"{section}.{key}={json.dumps(value)}"
-        for section, values in TINY_SETTINGS.items()
-        for key, value in values.items()
-    ]
+    return as_overrides(
+        {
+            f"{section}.{key}": value
+            for section, values in TINY_SETTINGS.items()
+            for key, value in values.items()
+        }
+    )
 
 
 TINY_CHAT_TEMPLATE = (

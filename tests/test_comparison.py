@@ -24,7 +24,7 @@ from sparft.comparison import (
     strategy_overrides,
     summarise,
 )
-from sparft.config import ConfigError, load_params
+from sparft.config import ConfigError, as_overrides, load_params
 from sparft.heldout import HeldoutCurve
 from sparft.testing import tiny_project
 from sparft.tracking import headline_metrics, headline_params
@@ -43,7 +43,7 @@ def test_strategies_are_overrides_with_modifiers() -> None:
     assert overrides["train.replay.enabled"] is True
     overrides, probe = strategy_overrides("uniform+bf16-mixed")
     assert overrides["train.precision"] == "bf16-mixed" and not probe
-    p = load_params(ROOT / "params.yaml", [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    p = load_params(ROOT / "params.yaml", as_overrides(overrides))
     assert p.train.precision == "bf16-mixed"
     with pytest.raises(ValueError, match="unknown strategy 'grpo'"):
         strategy_overrides("grpo")
@@ -54,9 +54,7 @@ def test_strategies_are_overrides_with_modifiers() -> None:
 def test_every_strategy_resolves_to_valid_params() -> None:
     for name in CompareConfig().strategies:
         overrides, _ = strategy_overrides(name)
-        p = load_params(
-            ROOT / "params.yaml", [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
-        )
+        p = load_params(ROOT / "params.yaml", as_overrides(overrides))
         assert p.train.curriculum == overrides["train.curriculum"]
 
 
@@ -75,7 +73,7 @@ def test_scale_is_what_the_comparison_runs_under() -> None:
     from sparft.evaluation import load_benchmark
 
     cfg = load_params(ROOT / "params.yaml").compare
-    p = load_params(ROOT / "params.yaml", [*cfg.scale_overrides(), "train.max_steps=3"])
+    p = load_params(ROOT / "params.yaml", [*as_overrides(cfg.scale), "train.max_steps=3"])
     assert p.train.max_steps == 3 and p.train.learning_rate == cfg.scale["train.learning_rate"]
     assert p.train.rollouts_per_step == 16 and p.select.budget == 128
     heldout, _ = load_benchmark(p.evaluate.benchmarks[0], p.evaluate, p.data, p.arithmetic)
@@ -90,7 +88,7 @@ def test_scale_refuses_keys_that_are_not_a_stage_field(tmp_path: Path) -> None:
         load_params(ROOT / "params.yaml", ['compare.scale={"max_steps": 4}'])
     cfg = load_params(ROOT / "params.yaml", ['compare.scale={"train.nope": 1}']).compare
     with pytest.raises(ConfigError, match=r"train\.nope"):
-        load_params(ROOT / "params.yaml", cfg.scale_overrides())
+        load_params(ROOT / "params.yaml", as_overrides(cfg.scale))
 
 
 def test_variants_go_seed_by_seed(tmp_path: Path) -> None:
