@@ -40,6 +40,7 @@ from flows.dvc_state import StageSpec, all_specs, locate, output_digests, path_d
 from flows.pipeline import pipeline
 from flows.tasks import PERMANENT_ERRORS, cached_task, cell, stale_record, working_dir
 from sparft.config import ConfigError, Params, as_overrides, load_params
+from sparft.heldout import SERVER_ENV, SharedServer
 from sparft.stages import STAGES
 from sparft.stages.evaluate import METRICS as EVAL_METRICS
 from sparft.stages.stage import lookup
@@ -141,6 +142,8 @@ def _run_variant(
     env = dict(os.environ)
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
+    if HELDOUT_SERVER and "train" in stages:  # started at the first that trains, not cached
+        env[SERVER_ENV] = HELDOUT_SERVER[0].url()
     with (here / LOG_FILE).open("w") as log:
         done = subprocess.run(
             [sys.executable, "-m", "flows.compare", "--worker", json.dumps(job)],
@@ -162,6 +165,7 @@ def _run_variant(
 
 
 variant_task = cached_task(_run_variant, "variant", "{label}")
+HELDOUT_SERVER: list[SharedServer] = []  # the vLLM server of run_variants' held-out checks
 
 
 def summarise_variants(params: Params, run_ids: list[str], plot: Path) -> list[dict[str, Any]]:
@@ -270,8 +274,11 @@ def run_variants(
         pipeline(params_file, overrides, str(root), stages=shared)
     uri = absolute_uri(_tracking_uri(params), root) if mlrun is not None else None
     calls = []
+    servers: list[SharedServer | None] = []
     for label, job_stages, extra in jobs:
         p = load_params(params_file, [*overrides, *extra])
+        if "train" in job_stages:
+            servers.append(SharedServer.for_params(p))
         config = p.model_dump(mode="json")
         specs = [s for name, s in all_specs(config).items() if name in job_stages]
         workdir = root / "data" / "compare" / slug(label)
@@ -296,7 +303,16 @@ def run_variants(
                 },
             )
         )
-    return _map_in_batches(calls, max(1, parallel))
+    keys = {None if s is None else s.key for s in servers}
+    shared_server = servers[0] if len(keys) == 1 and None not in keys else None
+    if shared_server is None:  # none, or variants of other models: each starts its own
+        return _map_in_batches(calls, max(1, parallel))
+    HELDOUT_SERVER.append(shared_server)
+    try:
+        return _map_in_batches(calls, max(1, parallel))
+    finally:
+        HELDOUT_SERVER.remove(shared_server)
+        shared_server.close()
 
 
 def _tracking_uri(params: Any) -> str:

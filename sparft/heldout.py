@@ -8,6 +8,11 @@ questions the curriculum had spent by then, and the training seconds (the checks
 out). Points are journaled one line each beside the checkpoints, so a resumed run keeps those up
 to its checkpoint; the step-0 point of a base model can be cached across runs (``cache_dir``,
 keyed by the model's files and the question set), since every strategy starts from the same one.
+
+The checks generate with transformers in the training process (``backend: hf``) or through a vLLM
+server (``vllm-server``, ``ServedChecks``), which on this kind of CPU answers several times
+faster: before each check the live weights are written out and loaded into the server in place,
+so one server, started once, serves every check of every run that shares its architecture.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -26,9 +35,221 @@ from sparft.io import write_json
 if TYPE_CHECKING:
     import pandas as pd
 
+    from sparft.generation import Prompt, PromptResult
     from sparft.prompts import PromptConfig
+    from sparft.serving import ServerConfig, VLLMServer
 
 JOURNAL = "heldout.jsonl"
+SERVER_ENV = "SPARFT_HELDOUT_SERVER_URL"  # a shared server's /v1 URL (the compare flow's)
+WEIGHTS_DIR = "heldout-weights"  # beside the checkpoints: the weights the server loads
+WEIGHTS_FILE = "model.safetensors"
+
+
+@contextmanager
+def server_lock(url: str) -> Iterator[None]:
+    """One run at a time loads weights into the server at ``url`` and checks with them."""
+    import fcntl
+
+    name = hashlib.sha256(url.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"sparft-heldout-{name}.lock"
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def vllm_dtype(dtype: Any) -> str:
+    """The ``--dtype`` that serves weights of torch ``dtype`` as they are."""
+    name = str(dtype).removeprefix("torch.")
+    return {"bfloat16": "bfloat16", "float16": "float16"}.get(name, "float32")
+
+
+def write_weights(policy: Any, folder: Path) -> Path:
+    """``policy``'s weights as the one safetensors file a vLLM server loads, written atomically.
+    Tied tensors (an output head sharing the input embedding) are written apart: vLLM's in-place
+    reload skips a tied head, so the served copy is untied (``serving_folder``) and gets both."""
+    from safetensors.torch import save_file
+
+    from sparft.io import atomic_path
+
+    state: dict[str, Any] = {}
+    seen: set[int] = set()
+    for name, tensor in policy.state_dict().items():
+        tensor = tensor.detach()
+        ptr = tensor.data_ptr()
+        state[name] = tensor.clone() if ptr in seen else tensor.contiguous()
+        seen.add(ptr)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    return folder / WEIGHTS_FILE
+
+
+def serving_folder(model_dir: str, folder: Path, policy: Any) -> Path:
+    """A model folder for the held-out server: ``model_dir``'s config (with untied
+    embeddings) and tokenizer, and ``policy``'s weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in Path(model_dir).iterdir():
+        weights = item.suffix in (".safetensors", ".bin", ".pt", ".gguf") or ".index." in item.name
+        if item.is_file() and not weights and item.name != "config.json":
+            shutil.copy2(item, folder / item.name)
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config["tie_word_embeddings"] = False
+    write_json(config, folder / "config.json")
+    write_weights(policy, folder)
+    return folder
+
+
+class SharedServer:
+    """One vLLM server for the held-out checks of many runs (the compare flows' variants),
+    started at the first ``url()`` call, so that runs answered from cache start none; the runs
+    find it through ``$SPARFT_HELDOUT_SERVER_URL``. ``close`` stops it."""
+
+    def __init__(self, model: str, server: ServerConfig, dtype: str) -> None:
+        import threading
+
+        self.model = model
+        self.cfg = server
+        self.dtype = dtype
+        self.server: VLLMServer | None = None
+        self.folder: Path | None = None
+        self._url: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What makes two of them the same server: model, dtype and server settings."""
+        return self.model, self.dtype, self.cfg.model_dump_json()
+
+    @classmethod
+    def for_params(cls, params: Any) -> SharedServer | None:
+        """The server ``params``' runs would each start for their checks, or None when they
+        start none (``hf`` checks, no curve, or a server already named)."""
+        from sparft.models import prepare_model
+        from sparft.trainer import policy_dtype
+
+        train = params.train
+        cfg = train.heldout
+        if not cfg.every or cfg.backend != "vllm-server" or cfg.server_url:
+            return None
+        if os.environ.get(SERVER_ENV):
+            return None
+        model = prepare_model(train.model or params.generation.model)
+        return cls(model, params.generation.server, vllm_dtype(policy_dtype(train)))
+
+    def url(self) -> str:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from sparft.serving import VLLMServer
+
+        with self._lock:
+            if self._url is None:
+                self.folder = Path(tempfile.mkdtemp(prefix="sparft-heldout-serve-"))
+                dtype = getattr(torch, self.dtype)
+                base = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype)
+                serving_folder(self.model, self.folder, base)
+                del base
+                self.server = VLLMServer(
+                    str(self.folder), self.cfg, dtype=self.dtype, dev_mode=True
+                )
+                self._url = self.server.start(progress=False)
+            return self._url
+
+    def close(self) -> None:
+        with self._lock:
+            if self.server is not None:
+                self.server.stop()
+            if self.folder is not None:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            self.server, self._url, self.folder = None, None, None
+
+
+class ServedChecks:
+    """Greedy generation for the held-out checks through a vLLM server: the policy's weights
+    go to ``weights_dir`` and into the server in place (``serving.load_weights``) before each
+    check. The server is ``url``, else ``$SPARFT_HELDOUT_SERVER_URL``, else one started here
+    at the first check, on a serving folder of ``model`` (the base model's folder) in the
+    policy's dtype, and stopped by ``close``. A server given by URL must serve ``model``'s
+    architecture with untied embeddings (``serving_folder``) and run with
+    ``VLLM_SERVER_DEV_MODE=1``."""
+
+    def __init__(
+        self,
+        model: str,
+        server: ServerConfig,
+        weights_dir: str | Path,
+        url: str | None = None,
+        concurrency: int = 64,
+    ) -> None:
+        self.model = model
+        self.server_cfg = server
+        self.weights_dir = Path(weights_dir)
+        self.url = url or os.environ.get(SERVER_ENV) or None
+        self.concurrency = concurrency
+        self.owned: VLLMServer | None = None
+        self.load_seconds = 0.0
+
+    def connect(self, policy: Any) -> str:
+        """The server's URL, once it answers: if none was named, one started here on a
+        serving folder of ``policy`` (in ``weights_dir``), in its dtype."""
+        from sparft.serving import VLLMServer, wait_healthy
+
+        if self.url is None:
+            serving_folder(self.model, self.weights_dir, policy)
+            dtype = vllm_dtype(next(policy.parameters()).dtype)
+            self.owned = VLLMServer(
+                str(self.weights_dir), self.server_cfg, dtype=dtype, dev_mode=True
+            )
+            self.url = self.owned.start(progress=False)
+        elif self.owned is None:  # a server of the user's or the flow's: it may be starting
+            wait_healthy(
+                self.url.rstrip("/").removesuffix("/v1"),
+                None,
+                self.server_cfg.startup_timeout_s,
+                None,
+                f"the held-out checks' vLLM server at {self.url} (train.heldout.server_url or "
+                f"${SERVER_ENV})",
+                "generation.server.startup_timeout_s",
+            )
+        return self.url
+
+    def generate(
+        self, policy: Any, prompts: Sequence[Prompt], max_new_tokens: int
+    ) -> list[PromptResult]:
+        from sparft.generation import GenerationConfig, VLLMServerBackend
+        from sparft.serving import load_weights
+
+        if hasattr(policy, "peft_config"):
+            raise NotImplementedError(
+                "train.heldout.backend 'vllm-server' loads full weights into the server; with "
+                "LoRA (train.lora) it is not done yet: use train.heldout.backend 'hf'"
+            )
+        url = self.connect(policy)
+        with server_lock(url):
+            write_weights(policy, self.weights_dir)
+            self.load_seconds += load_weights(url, self.weights_dir)
+            cfg = GenerationConfig(
+                backend="vllm-server",
+                model=self.model,
+                server_url=url,
+                temperature=0.0,
+                batch_size=self.concurrency,
+                request_seed=False,  # greedy: nothing to seed
+            )
+            backend = VLLMServerBackend(cfg)
+            try:
+                return backend.generate(prompts, max_new_tokens=max_new_tokens, progress=False)
+            finally:
+                backend.close()
+
+    def close(self) -> None:
+        if self.owned is not None:
+            self.owned.stop()
+            self.owned = None
+            self.url = None
+        shutil.rmtree(self.weights_dir, ignore_errors=True)
 
 
 class HeldoutCurve(TrainerCallback):
@@ -46,6 +267,7 @@ class HeldoutCurve(TrainerCallback):
         base_key: str | None = None,
         cache_dir: str | Path | None = None,
         bf16: bool = False,
+        server: ServedChecks | None = None,
     ) -> None:
         from sparft.prompts import build_messages
 
@@ -56,6 +278,7 @@ class HeldoutCurve(TrainerCallback):
         self.batch_size = batch_size
         self.journal = Path(journal)
         self.bf16 = bf16  # generate under bf16 autocast, as training does when it uses bf16
+        self.server = server
         self.cache = self._cache_file(base_key, cache_dir)
         self.points: list[dict[str, Any]] = []
         self.trainer: Any = None
@@ -74,6 +297,7 @@ class HeldoutCurve(TrainerCallback):
                 "prompts": self.prompts,
                 "max_new_tokens": self.max_new_tokens,
                 "bf16": self.bf16,
+                "backend": "hf" if self.server is None else "vllm-server",
             }
         ).encode()
         return Path(cache_dir) / f"step0-{hashlib.sha256(blob).hexdigest()[:32]}.json"
@@ -107,15 +331,26 @@ class HeldoutCurve(TrainerCallback):
             os.fsync(fh.fileno())
 
     def measure(self, model: Any) -> tuple[list[bool], list[int]]:
-        """Every question's greedy verdict and completion length. Batches group questions by
-        their length at the previous check: a batch of short answers then stops early instead
-        of waiting for one that runs to the limit. The RNG state is put back, so a check never
-        changes what training samples next."""
+        """Every question's greedy verdict and completion length."""
+        from sparft.evaluation import score_results
+
+        results = self.generate(model)
+        scored = score_results(self.questions, results, "heldout", "policy")
+        tokens = [r.completions[0].completion_tokens for r in results]
+        return [bool(c) for c in scored["n_correct"]], tokens
+
+    def generate(self, model: Any) -> list[PromptResult]:
+        """Every question's greedy answer from ``model``: through the server, or from
+        ``model`` itself, where batches group questions by their length at the previous check
+        (a batch of short answers then stops early instead of waiting for one that runs to
+        the limit). The RNG state is put back, so a check never changes what
+        training samples next."""
         import torch
 
-        from sparft.evaluation import score_results
         from sparft.generation import GenerationConfig, HFBackend
 
+        if self.server is not None:
+            return self.server.generate(model, self.prompts, self.max_new_tokens)
         n = len(self.prompts)
         order = list(range(n))
         if self.points and len(self.points[-1].get("tokens") or ()) == n:
@@ -146,9 +381,12 @@ class HeldoutCurve(TrainerCallback):
         finally:
             torch.set_rng_state(rng)
             model.train(was_training)
-        scored = score_results(self.questions, results, "heldout", "policy")
-        tokens = [r.completions[0].completion_tokens for r in results]
-        return [bool(c) for c in scored["n_correct"]], tokens
+        return results
+
+    def close(self) -> None:
+        """Stop the server the checks started, if any, and remove the weights written for it."""
+        if self.server is not None:
+            self.server.close()
 
     def check(self, step: int) -> dict[str, Any]:
         started = perf_counter()
@@ -199,6 +437,9 @@ class HeldoutCurve(TrainerCallback):
             self.resume(state.global_step)
         if not self.points or self.points[-1]["step"] != state.global_step:
             self.check(state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.close()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         step = state.global_step

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 VLLM_VENV = Path(".venv-vllm")
 PYTHON_ENV = "SPARFT_VLLM_PYTHON"
 RESERVED_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"  # opens /collective_rpc and /reset_prefix_cache
 SMALL_MACHINE_CORES = 4  # at most this many: vLLM keeps no core for its scheduler
 CPUINFO = Path("/proc/cpuinfo")
 NO_BF16_NOTE = (
@@ -102,6 +103,10 @@ class ServerConfig(BaseModel):
 
 class ServerStartError(RuntimeError):
     """The vLLM server could not be started or did not become ready."""
+
+
+class WeightLoadError(RuntimeError):
+    """A vLLM server did not take the weights ``load_weights`` sent it."""
 
 
 def vllm_python(cfg: ServerConfig, root: Path | None = None) -> Path:
@@ -178,9 +183,14 @@ class VLLMServer:
     cfg: ServerConfig
     dtype: str = "auto"
     seed: int = 0
+    dev_mode: bool = False  # the endpoints ``load_weights`` needs; loopback addresses only
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
     cpu: bool = False
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.cfg.host}:{self.cfg.port}"
 
     def command(self, python: Path, port: int) -> list[str]:
         # `python -m` rather than the `vllm` script: the CPU build's CLI looks up the
@@ -208,12 +218,19 @@ class VLLMServer:
 
     def start(self, progress: bool = True) -> str:
         """Start the server and wait until it is ready; returns its ``/v1`` URL."""
+        if self.dev_mode and not is_loopback(self.cfg.host):
+            raise ServerStartError(
+                f"generation.server.host {self.cfg.host}: a server whose weights sparft "
+                "replaces runs vLLM's dev mode (/collective_rpc runs any worker method), "
+                "which sparft only binds to a loopback address"
+            )
         python = vllm_python(self.cfg)
         self.cpu = is_cpu_build(python)
         if self.dtype == "auto" and self.cpu and not cpu_has_bf16():
             self.dtype = "float32"
             log.info(NO_BF16_NOTE)
-        port = self.cfg.port or free_port(self.cfg.host)
+        if not self.cfg.port:
+            self.cfg = self.cfg.model_copy(update={"port": free_port(self.cfg.host)})
         log_path = Path(self.cfg.log_file)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(self.cfg.cpu_kv_cache_gib)}
@@ -223,22 +240,23 @@ class VLLMServer:
         elif available_cores() <= SMALL_MACHINE_CORES:
             env.setdefault(RESERVED_ENV, "0")
         env.setdefault("HF_HUB_OFFLINE", "1")
+        if self.dev_mode:
+            env[DEV_MODE_ENV] = "1"
         with log_path.open("ab") as out:
             self.process = subprocess.Popen(
-                self.command(python, port),
+                self.command(python, self.cfg.port),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # its own group: stop() ends the engine processes too
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
-        base = f"http://{self.cfg.host}:{port}"
         try:
-            self._wait_ready(base, progress)
+            self._wait_ready(self.base, progress)
         except BaseException:
             self.stop()
             raise
-        self.url = f"{base}/v1"
+        self.url = f"{self.base}/v1"
         return self.url
 
     def _wait_ready(self, base: str, progress: bool) -> None:
@@ -278,6 +296,58 @@ class VLLMServer:
             pass
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_weights(url: str, weights_path: Path, timeout_s: float = 600.0) -> float:
+    """Replace the weights of the vLLM server at ``url`` (its ``/v1`` URL or its root) in
+    place with the safetensors in ``weights_path`` (same architecture), then empty its prefix
+    cache, whose KV entries the old weights computed. Needs a server started with
+    ``VLLM_SERVER_DEV_MODE=1``; returns the seconds it took."""
+    import httpx
+
+    base = url.rstrip("/").removesuffix("/v1")
+    started = time.monotonic()
+
+    def post(path: str, body: dict[str, object] | None = None) -> httpx.Response:
+        try:
+            response = httpx.post(f"{base}{path}", json=body, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            raise WeightLoadError(f"{base}{path}: {exc}") from exc
+        if response.status_code == 404:
+            raise WeightLoadError(
+                f"{base}{path} answered 404: the vLLM server was not started with "
+                f"{DEV_MODE_ENV}=1, which replacing its weights needs"
+            )
+        if response.status_code >= 400:
+            raise WeightLoadError(
+                f"{base}{path} answered HTTP {response.status_code}: {response.text[:500]}"
+            )
+        return response
+
+    post(
+        "/collective_rpc",
+        {
+            "method": "reload_weights",
+            "kwargs": {"weights_path": str(Path(weights_path).resolve())},
+            "timeout": timeout_s,
+        },
+    )
+    for _ in range(20):  # the reset fails while blocks are held: no request should be running
+        if post("/reset_prefix_cache").json().get("success"):
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise WeightLoadError(f"{base}/reset_prefix_cache: the prefix cache was not emptied")
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     if not path.exists():
         return "(no log)"
@@ -286,24 +356,25 @@ def log_tail(path: Path, lines: int = 30) -> str:
 
 def wait_healthy(
     base: str,
-    process: subprocess.Popen[bytes],
+    process: subprocess.Popen[bytes] | None,
     timeout_s: float,
-    log_path: Path,
+    log_path: Path | None,
     what: str = "the server",
     setting: str | None = None,
 ) -> None:
-    """Poll ``base``/health until it answers 200; a ``ServerStartError`` with the log's last
-    lines if ``process`` exits first or ``timeout_s`` passes."""
+    """Poll ``base``/health until it answers 200; a ``ServerStartError`` (with the last lines
+    of ``log_path``, when there is one) if ``process`` (one started here) exits first or
+    ``timeout_s`` passes."""
     import httpx
+
+    def tail() -> str:
+        return f".\nLast lines of {log_path}:\n{log_tail(log_path)}" if log_path else ""
 
     deadline = time.monotonic() + timeout_s
     while True:
-        code = process.poll()
+        code = None if process is None else process.poll()
         if code is not None:
-            raise ServerStartError(
-                f"{what} exited with code {code} before it was ready.\n"
-                f"Last lines of {log_path}:\n{log_tail(log_path)}"
-            )
+            raise ServerStartError(f"{what} exited with code {code} before it was ready{tail()}")
         try:
             if httpx.get(f"{base}/health", timeout=2).status_code == 200:
                 return
@@ -311,10 +382,7 @@ def wait_healthy(
             pass
         if time.monotonic() > deadline:
             where = f" ({setting})" if setting else ""
-            raise ServerStartError(
-                f"{what} was not ready after {timeout_s:g} s{where}.\n"
-                f"Last lines of {log_path}:\n{log_tail(log_path)}"
-            )
+            raise ServerStartError(f"{what} was not ready after {timeout_s:g} s{where}{tail()}")
         time.sleep(1)
 
 

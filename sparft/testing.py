@@ -167,3 +167,31 @@ def probe_eos_token(model: Any, tokenizer: Any) -> None:
             seen.update(out[0, ids["input_ids"].shape[1] :].tolist())
         common = [tok for tok, _ in seen.most_common() if tok != eos]
         model.lm_head.weight[eos] = 1.2 * model.lm_head.weight[common[2]]
+
+
+def supervised_steps(model: Any, tokenizer: Any, questions: Any, steps: int, lr: float) -> None:
+    """``steps`` AdamW steps on "question -> \\boxed{answer}" for the first questions: weights
+    that answer differently from the base, without any GRPO machinery."""
+    import torch
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    rows = questions.head(8)
+    texts = [
+        tokenizer.apply_chat_template(
+            [
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": f"The answer is \\boxed{{{a}}}."},
+            ],
+            tokenize=False,
+        )
+        for q, a in zip(rows["question"], rows["answer"], strict=True)
+    ]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()

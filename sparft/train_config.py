@@ -21,7 +21,21 @@ class HeldoutConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     every: int = Field(0, ge=0, description="Steps between checks (0: no curve).")
-    batch_size: int = Field(64, ge=1, description="Questions per generate call.")
+    backend: Literal["hf", "vllm-server"] = Field(
+        "hf",
+        description="hf: transformers' generate on the live policy, in the training process. "
+        "vllm-server: the policy's weights are loaded into a vLLM server before each check "
+        "(full fine-tuning only; several times faster on a CPU with AMX).",
+    )
+    server_url: str | None = Field(
+        None,
+        description="vllm-server: a running server (/v1 URL) of the policy's architecture, "
+        "started with VLLM_SERVER_DEV_MODE=1; null: $SPARFT_HELDOUT_SERVER_URL (the compare "
+        "flow's shared server), else sparft starts one (generation.server) for the run.",
+    )
+    batch_size: int = Field(
+        64, ge=1, description="hf: questions per generate call; vllm-server: requests in flight."
+    )
     cache_dir: str | None = Field(
         None, description="Where step-0 points are cached by model and questions (null: none)."
     )

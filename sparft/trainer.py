@@ -607,13 +607,18 @@ def grpo_args(cfg: TrainConfig, report_to: Sequence[str] = ()) -> GRPOConfig:
     return GRPOConfig(**kwargs)
 
 
+def policy_dtype(cfg: TrainConfig) -> torch.dtype:
+    """The dtype of the trained weights: bf16 ones, or fp32 (also the master weights under
+    bf16-mixed's autocast)."""
+    mixed = cfg.precision == "bf16-mixed"
+    return torch.bfloat16 if use_bf16(cfg) and not mixed else torch.float32
+
+
 def load_policy(path: str, cfg: TrainConfig) -> tuple[Any, Any, Any]:
     """Model, left-padding tokenizer and (when LoRA applies) the peft config."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    mixed = cfg.precision == "bf16-mixed"  # fp32 master weights under autocast
-    dtype = torch.bfloat16 if use_bf16(cfg) and not mixed else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=policy_dtype(cfg))
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

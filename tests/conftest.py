@@ -13,6 +13,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,38 @@ import pytest
 from sparft.testing import build_tiny_lm
 
 _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="sparft-test-prefect-"))
+FAKE_VLLM = Path(__file__).parent / "scripts" / "fake_vllm_server.py"
+
+
+def cli_env(prefect_home: Path, drop: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
+    """The environment of a ``sparft`` command run as a subprocess: this environment's scripts
+    first on PATH, its own Prefect home (no ``PREFECT_`` setting of ours leaks in, nor any
+    variable starting with one of ``drop``), no analytics, one thread; then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", *drop))}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        OMP_NUM_THREADS="1",
+        **extra,
+    )
+    return env
+
+
+def fake_vllm_python(folder: Path, cpu: bool = True) -> Path:
+    """A 'vLLM environment' whose interpreter answers sparft's build check (CPU build or not)
+    and runs the stand-in server (``scripts/fake_vllm_server.py``) in place of vLLM's."""
+    python = folder / ("cpu" if cpu else "gpu") / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-c" ]; then exit {0 if cpu else 1}; fi\n'
+        "shift 2  # -m vllm.entrypoints.openai.api_server\n"
+        f'exec "{sys.executable}" "{FAKE_VLLM}" "$@"\n'
+    )
+    python.chmod(0o755)
+    return python
 
 
 def pytest_configure(config: pytest.Config) -> None:

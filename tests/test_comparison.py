@@ -5,15 +5,14 @@ real on the tiny model (slow)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import cli_env, fake_vllm_python
 
 from sparft.comparison import (
     CompareConfig,
@@ -30,7 +29,6 @@ from sparft.testing import tiny_project
 from sparft.tracking import headline_metrics, headline_params
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def test_strategies_are_overrides_with_modifiers() -> None:
@@ -289,15 +287,7 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
         },
     )
     db = root / "mlflow.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env['PATH']}",
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-        MLFLOW_TRACKING_URI=f"sqlite:///{db}",
-        OMP_NUM_THREADS="1",
-    )
+    env = cli_env(tmp_path / "prefect", ("MLFLOW_",), MLFLOW_TRACKING_URI=f"sqlite:///{db}")
     args = ["sparft", "compare-strategies", "--strategy", "uniform", "--strategy", "sparft"]
     args += ["--seed", "0", "--seed", "1"]
 
@@ -349,3 +339,46 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     assert names == {"compare/strategies.json", "compare/strategies.png"}
     again = run()
     assert again.count("Cached(type=COMPLETED)") >= 4 + 7  # four variants, seven shared stages
+
+
+@pytest.mark.slow
+def test_compare_strategies_checks_through_one_shared_server(
+    tmp_path: Path, tiny_lm_dir: Path
+) -> None:
+    """``train.heldout.backend: vllm-server``: the flow starts one (stand-in) server for every
+    variant, each non-cached check loads that variant's live weights into it first; a rerun
+    from the cache starts none."""
+    log = tmp_path / "server.log"
+    requests = tmp_path / "requests.jsonl"
+    scale = {"evaluate.limit": 3, "train.heldout.backend": "vllm-server"}
+    root = tiny_project(
+        tmp_path / "project",
+        tiny_lm_dir,
+        ROOT,
+        {
+            "tracking": {"enabled": False},
+            "generation": {
+                "server": {"python": str(fake_vllm_python(tmp_path)), "log_file": str(log)}
+            },
+            "compare": {"eval_every": 1, "bootstrap": 100, "scale": scale},
+        },
+    )
+    env = cli_env(tmp_path / "prefect", ("SPARFT_",), FAKE_VLLM_REQUESTS=str(requests))
+    args = ["sparft", "compare-strategies", "--strategy", "uniform", "--seed", "0", "--seed", "1"]
+    for _ in range(2):  # the second from the cache
+        done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        assert log.read_text().count("fake vllm started") == 1
+    (started,) = [x for x in log.read_text().splitlines() if x.startswith("fake vllm started")]
+    argv = json.loads(started.removeprefix("fake vllm started "))["argv"]
+    served = Path(argv[argv.index("--model") + 1])
+    assert served.name.startswith("sparft-heldout-serve-") and not served.exists()  # removed
+    sent = [json.loads(line) for line in requests.read_text().splitlines()]
+    reloads = [r for r in sent if r.get("endpoint") == "/collective_rpc"]
+    # step 0 once (then cached), steps 1 and 2 for each seed
+    assert len(reloads) == 1 + 2 * 2 and all(r["weights"] for r in reloads)
+    assert len([r for r in sent if "messages" in r]) == 3 * len(reloads)
+    report = json.loads((root / "data/compare/strategies.json").read_text())
+    curve = report["strategies"]["uniform"]["curve"]
+    assert [p["step"] for p in curve] == [0, 1, 2]
+    assert len({p["mean"] for p in curve}) == 1  # the stand-in answers 4, whatever the weights

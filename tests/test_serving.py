@@ -6,35 +6,29 @@ error and a resumable probe when it dies mid-batch, its log when it fails to sta
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import fake_vllm_python
 
 from sparft.arithmetic import ArithmeticConfig
+from sparft.config import load_params
 from sparft.data import DataConfig, load_dataset
 from sparft.generation import GenerationConfig, ServerError, make_backend
+from sparft.heldout import SERVER_ENV, HeldoutCurve, ServedChecks, SharedServer
 from sparft.probe import Journal, ProbeConfig, fingerprint, probe_sharded
 from sparft.prompts import PromptConfig
-from sparft.serving import RUNNING, UNSEEDED_NOTE, ServerConfig, ServerStartError, serving
-
-FAKE = Path(__file__).parent / "scripts" / "fake_vllm_server.py"
-
-
-def _environment(tmp_path: Path, cpu: bool) -> Path:
-    """A 'vLLM environment' whose interpreter answers sparft's build check (CPU build or not)
-    and runs the stand-in in place of the vLLM module."""
-    python = tmp_path / ("cpu" if cpu else "gpu") / "bin" / "python"
-    python.parent.mkdir(parents=True)
-    python.write_text(
-        "#!/bin/sh\n"
-        f'if [ "$1" = "-c" ]; then exit {0 if cpu else 1}; fi\n'
-        "shift 2  # -m vllm.entrypoints.openai.api_server\n"
-        f'exec "{sys.executable}" "{FAKE}" "$@"\n'
-    )
-    python.chmod(0o755)
-    return python
+from sparft.serving import (
+    RUNNING,
+    UNSEEDED_NOTE,
+    ServerConfig,
+    ServerStartError,
+    VLLMServer,
+    WeightLoadError,
+    load_weights,
+    serving,
+)
 
 
 def _config(tmp_path: Path, python: Path, tiny_lm_dir: Path) -> GenerationConfig:
@@ -60,7 +54,7 @@ def test_started_on_loopback_seeded_unless_cpu_and_stopped(
 ) -> None:
     requests = tmp_path / "requests.jsonl"
     monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(requests))
-    cfg = _config(tmp_path, _environment(tmp_path, cpu), tiny_lm_dir)
+    cfg = _config(tmp_path, fake_vllm_python(tmp_path, cpu), tiny_lm_dir)
     with serving(cfg) as served:
         assert served.server_url and served.server_url.startswith("http://127.0.0.1:")
         assert served.request_seed is not cpu
@@ -103,7 +97,7 @@ def test_cpu_server_dtype_and_cores_follow_the_machine(
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     monkeypatch.setattr(serving_module, "CPUINFO", cpuinfo)
     monkeypatch.setattr(serving_module, "available_cores", lambda: cores)
-    cfg = _config(tmp_path, _environment(tmp_path, cpu), tiny_lm_dir)
+    cfg = _config(tmp_path, fake_vllm_python(tmp_path, cpu), tiny_lm_dir)
     with serving(cfg):
         pass
     started = _started_with(Path(cfg.server.log_file))
@@ -118,7 +112,7 @@ def test_reserved_cores_set_in_params_win(
 
     monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(tmp_path / "requests.jsonl"))
     monkeypatch.setenv(serving_module.RESERVED_ENV, "0")
-    cfg = _config(tmp_path, _environment(tmp_path, True), tiny_lm_dir)
+    cfg = _config(tmp_path, fake_vllm_python(tmp_path, True), tiny_lm_dir)
     cfg.server.cpu_reserved_cores = 1
     with serving(cfg):
         pass
@@ -136,7 +130,7 @@ def test_make_backend_owns_the_server_it_starts(
     tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(tmp_path / "requests.jsonl"))
-    backend = make_backend(_config(tmp_path, _environment(tmp_path, True), tiny_lm_dir))
+    backend = make_backend(_config(tmp_path, fake_vllm_python(tmp_path, True), tiny_lm_dir))
     (server,) = RUNNING.values()
     assert backend.generate(["hi"], progress=False)[0].completions[0].completion_tokens == 9
     backend.close()
@@ -154,7 +148,7 @@ def test_failed_start_shows_the_server_log(
 ) -> None:
     monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(tmp_path / "requests.jsonl"))
     monkeypatch.setenv("FAKE_VLLM_FAIL_START", "1")
-    cfg = _config(tmp_path, _environment(tmp_path, True), tiny_lm_dir)
+    cfg = _config(tmp_path, fake_vllm_python(tmp_path, True), tiny_lm_dir)
     with (
         pytest.raises(ServerStartError, match=r"exited with code 3(.|\n)*no such model"),
         serving(cfg),
@@ -167,7 +161,7 @@ def test_server_dying_mid_probe_is_named_and_the_probe_resumes(
 ) -> None:
     frame, _ = load_dataset(DataConfig(), ArithmeticConfig(per_grade=2, grades=[1, 2, 3, 4, 5]))
     cfg = ProbeConfig(k=1, batch_questions=2, max_new_tokens=8)
-    generation = _config(tmp_path, _environment(tmp_path, True), tiny_lm_dir)
+    generation = _config(tmp_path, fake_vllm_python(tmp_path, True), tiny_lm_dir)
     journal = tmp_path / "probe.progress"
     monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(tmp_path / "requests.jsonl"))
     monkeypatch.setenv("FAKE_VLLM_DIE_AFTER", "5")  # two batches of two, then mid-batch
@@ -185,3 +179,130 @@ def test_server_dying_mid_probe_is_named_and_the_probe_resumes(
     assert run.resumed == 4
     assert list(run.probed["id"]) == list(frame["id"])
     assert isinstance(run.probed, pd.DataFrame) and run.probed["solve_rate"].notna().all()
+
+
+# ------------------------------------------------ weights replaced in place: held-out checks
+
+
+def test_load_weights_reloads_then_empties_the_prefix_cache(
+    tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = tmp_path / "requests.jsonl"
+    monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(requests))
+    cfg = _config(tmp_path, fake_vllm_python(tmp_path, True), tiny_lm_dir)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"")
+    server = VLLMServer(str(tiny_lm_dir), cfg.server, dev_mode=True)
+    url = server.start(progress=False)
+    try:
+        assert _started_with(Path(cfg.server.log_file))["dev_mode"] == "1"
+        assert load_weights(url, weights) >= 0
+    finally:
+        server.stop()
+    reload, reset = _requests(requests)
+    assert reload["body"]["method"] == "reload_weights" and reload["weights"]
+    assert reload["body"]["kwargs"] == {"weights_path": str(weights.resolve())}
+    assert reset["endpoint"] == "/reset_prefix_cache"
+    plain = VLLMServer(str(tiny_lm_dir), cfg.server)  # no dev mode: no reload endpoint
+    url = plain.start(progress=False)
+    try:
+        with pytest.raises(WeightLoadError, match="VLLM_SERVER_DEV_MODE=1"):
+            load_weights(url, weights)
+    finally:
+        plain.stop()
+
+
+def test_dev_mode_binds_to_loopback_only(tmp_path: Path, tiny_lm_dir: Path) -> None:
+    cfg = ServerConfig(python=str(fake_vllm_python(tmp_path, True)), host="0.0.0.0")
+    with pytest.raises(ServerStartError, match="loopback"):
+        VLLMServer(str(tiny_lm_dir), cfg, dev_mode=True).start(progress=False)
+
+
+def _served_curve(tmp_path: Path, checks: ServedChecks) -> HeldoutCurve:
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    questions = pd.DataFrame(
+        {"id": ["q1", "q2"], "question": ["1+1", "2+2"], "answer": ["2", "4"]}
+    ).assign(difficulty_label=None)
+    curve = HeldoutCurve(questions, PromptConfig(), 5, 16, 8, tmp_path / "h.jsonl", server=checks)
+    path = checks.model
+    curve.trainer = SimpleNamespace(
+        model=AutoModelForCausalLM.from_pretrained(path),
+        processing_class=AutoTokenizer.from_pretrained(path),
+        curriculum=None,
+    )
+    return curve
+
+
+def test_served_checks_load_the_live_weights_before_each_check(
+    tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each check writes the policy's weights, loads them into the server it started, empties
+    the prefix cache, then asks one greedy request per question; closing stops the server and
+    removes the weights."""
+    requests = tmp_path / "requests.jsonl"
+    monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(requests))
+    monkeypatch.delenv(SERVER_ENV, raising=False)
+    cfg = _config(tmp_path, fake_vllm_python(tmp_path, True), tiny_lm_dir)
+    checks = ServedChecks(str(tiny_lm_dir), cfg.server, tmp_path / "ckpt" / "heldout-weights")
+    curve = _served_curve(tmp_path, checks)
+    for step in (0, 5):
+        point = curve.check(step)
+        assert point["accuracy"] == 0.5 and point["tokens"] == [9, 9]  # the fake says 4
+    server = checks.owned
+    assert server is not None and "--dtype float32" in " ".join(server.command(Path("p"), 1))
+    curve.close()
+    assert server.exit_code() is not None and not checks.weights_dir.exists()
+    sent = _requests(requests)
+    endpoints = [r.get("endpoint", "completion") for r in sent]
+    assert endpoints == ["/collective_rpc", "/reset_prefix_cache", "completion", "completion"] * 2
+    assert all(r["weights"] for r in sent if r.get("endpoint") == "/collective_rpc")
+    answers = [r for r in sent if "messages" in r]
+    assert all(r["temperature"] == 0 and r["max_tokens"] == 16 for r in answers)
+    assert all("seed" not in r for r in answers)
+
+
+def test_one_shared_server_serves_every_run(
+    tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs that find $SPARFT_HELDOUT_SERVER_URL start no server and do not stop that one."""
+    monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(tmp_path / "requests.jsonl"))
+    cfg = _config(tmp_path, fake_vllm_python(tmp_path, True), tiny_lm_dir)
+    shared = SharedServer(str(tiny_lm_dir), cfg.server, "float32")
+    url = shared.url()
+    assert shared.url() == url
+    monkeypatch.setenv(SERVER_ENV, url)
+    try:
+        for run in ("a", "b"):
+            checks = ServedChecks(str(tiny_lm_dir), cfg.server, tmp_path / run / "weights")
+            curve = _served_curve(tmp_path / run, checks)
+            assert curve.check(0)["accuracy"] == 0.5
+            curve.close()
+            assert checks.owned is None
+        log = Path(cfg.server.log_file).read_text()
+        assert log.count("fake vllm started") == 1
+        assert shared.server is not None and shared.server.exit_code() is None
+    finally:
+        shared.close()
+    assert shared.server is None
+
+
+def test_shared_server_only_where_runs_would_start_their_own(
+    tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SERVER_ENV, raising=False)
+    base = [f"train.model={tiny_lm_dir}", "train.heldout.every=2"]
+    served = [*base, "train.heldout.backend=vllm-server"]
+    root = Path(__file__).parents[1] / "params.yaml"
+    assert SharedServer.for_params(load_params(root, base)) is None  # hf checks
+    shared = SharedServer.for_params(load_params(root, served))
+    assert shared is not None and (shared.model, shared.dtype) == (str(tiny_lm_dir), "float32")
+    bf16 = SharedServer.for_params(load_params(root, [*served, "train.precision=bf16"]))
+    assert bf16 is not None and bf16.dtype == "bfloat16" and bf16.key != shared.key
+    named = [*served, "train.heldout.server_url=http://127.0.0.1:1/v1"]
+    assert SharedServer.for_params(load_params(root, named)) is None
+    monkeypatch.setenv(SERVER_ENV, "http://127.0.0.1:1/v1")
+    assert SharedServer.for_params(load_params(root, served)) is None

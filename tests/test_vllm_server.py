@@ -1,6 +1,7 @@
 """Probe and evaluate through a real vLLM server that sparft starts itself (vLLM's CPU build
 from ``make vllm-env``, serving the offline SmolLM2 folder): results as the ``hf`` backend's,
-a server killed mid-probe named in the error, and the probe resumed by the next run."""
+a server killed mid-probe named in the error, and the probe resumed by the next run; held-out
+checks through a server whose weights are replaced in place."""
 
 from __future__ import annotations
 
@@ -153,3 +154,61 @@ def test_probe_and_evaluate_through_a_managed_vllm_server(
         for p, q in zip(x["extracted"], y["extracted"], strict=True)
     )
     assert matched >= 7, pd.concat([x["extracted"], y["extracted"]], axis=1)
+
+
+def test_heldout_checks_follow_the_live_weights(tmp_path: Path, smollm2_dir: Path) -> None:
+    """Greedy checks through a real vLLM server started on the untied serving copy give the
+    texts transformers gives, on the base weights and, after the weights change, on the new
+    ones: the reload reaches every layer, the output head included."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sparft.heldout import HeldoutCurve, ServedChecks
+    from sparft.prompts import PromptConfig
+    from sparft.testing import supervised_steps
+
+    pairs = [(17, 25), (8, 5), (120, 33), (9, 9), (41, 58), (3, 14), (250, 250), (66, 7)]
+    questions = pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(len(pairs))],
+            "question": [f"What is {a} + {b}?" for a, b in pairs],
+            "answer": [str(a + b) for a, b in pairs],
+            "difficulty_label": None,
+        }
+    )
+    cfg = ServerConfig(
+        python=str(VLLM_PYTHON),
+        extra_args=["--enforce-eager"],
+        max_model_len=1024,
+        log_file=str(tmp_path / "server.log"),
+    )
+    served = ServedChecks(str(smollm2_dir), cfg, tmp_path / "weights")
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir, padding_side="left")
+    trainer = SimpleNamespace(model=model, processing_class=tokenizer)
+    curves = {}
+    for name, server in (("hf", None), ("served", served)):
+        curves[name] = HeldoutCurve(
+            questions, PromptConfig(), 1, 48, 8, tmp_path / f"{name}.jsonl", server=server
+        )
+        curves[name].trainer = trainer
+    texts: dict[tuple[str, str], list[str]] = {}
+    try:
+        for policy in ("base", "trained"):
+            if policy == "trained":
+                supervised_steps(model, tokenizer, questions, steps=4, lr=1e-4)
+            for name, curve in curves.items():
+                texts[name, policy] = [r.completions[0].text for r in curve.generate(model)]
+    finally:
+        served.close()
+    assert not (tmp_path / "weights").exists()
+
+    def same(a: tuple[str, str], b: tuple[str, str]) -> int:
+        return sum(x == y for x, y in zip(texts[a], texts[b], strict=True))
+
+    n = len(pairs)
+    assert same(("hf", "base"), ("served", "base")) >= n - 1
+    assert same(("hf", "trained"), ("served", "trained")) >= n - 1
+    assert same(("hf", "base"), ("hf", "trained")) <= n // 2  # the steps changed the answers

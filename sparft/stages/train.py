@@ -141,7 +141,7 @@ def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
     """The learning-curve callback ``train.heldout`` asks for, on the evaluate stage's first
     benchmark with its ``limit``, ``seed`` and ``max_new_tokens``; None when it is off."""
     from sparft.evaluation import load_benchmark
-    from sparft.heldout import JOURNAL, HeldoutCurve
+    from sparft.heldout import JOURNAL, WEIGHTS_DIR, HeldoutCurve, ServedChecks
     from sparft.io import path_digest
     from sparft.trainer import use_bf16
 
@@ -151,6 +151,15 @@ def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
     ev = params.evaluate
     questions, _ = load_benchmark(ev.benchmarks[0], ev, params.data, params.arithmetic)
     base = path_digest(Path(model_path)) if cfg.cache_dir else None  # memoised: hashed once
+    server = None
+    if cfg.backend == "vllm-server":
+        server = ServedChecks(
+            model_path,
+            params.generation.server,
+            Path(params.train.checkpoint_dir) / WEIGHTS_DIR,
+            url=cfg.server_url,
+            concurrency=cfg.batch_size,
+        )
     return HeldoutCurve(
         questions,
         params.prompt,
@@ -161,6 +170,7 @@ def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
         base_key=base,
         cache_dir=cfg.cache_dir,
         bf16=use_bf16(params.train),
+        server=server,
     )
 
 
@@ -207,7 +217,11 @@ def run(params: Params) -> dict[str, Any]:
         curve.trainer = trainer
     trainer.settings_fingerprint = settings_fingerprint(params, frame, model_path)
     started = perf_counter()
-    resumed, note = train(trainer, cfg)
+    try:
+        resumed, note = train(trainer, cfg)
+    finally:
+        if curve:
+            curve.close()  # its server, when training fails before on_train_end
     if note:
         logging.getLogger(__name__).warning(note)
     seconds = perf_counter() - started

@@ -1,6 +1,8 @@
 """A stand-in for ``vllm.entrypoints.openai.api_server``: same arguments, the endpoints the
 server backend uses, every request body appended to $FAKE_VLLM_REQUESTS, and a death on cue
-($FAKE_VLLM_DIE_AFTER completions) to test what a run does when its server dies."""
+($FAKE_VLLM_DIE_AFTER completions) to test what a run does when its server dies. In dev mode
+(VLLM_SERVER_DEV_MODE=1) it also takes ``reload_weights`` and ``reset_prefix_cache``, logging
+whether the weights it was pointed at exist."""
 
 from __future__ import annotations
 
@@ -23,7 +25,13 @@ served = 0
 # what it was started with, for the tests to read in the server's log
 print(
     "fake vllm started",
-    json.dumps({"argv": sys.argv[1:], "reserved": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")}),
+    json.dumps(
+        {
+            "argv": sys.argv[1:],
+            "reserved": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU"),
+            "dev_mode": os.environ.get("VLLM_SERVER_DEV_MODE"),
+        }
+    ),
     flush=True,
 )
 
@@ -50,7 +58,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         global served
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"null")
+        if self.path in ("/collective_rpc", "/reset_prefix_cache"):
+            self._dev(body)
+            return
         with lock:
             served += 1
             if DIE_AFTER and served > DIE_AFTER:
@@ -65,6 +77,18 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 7, "completion_tokens": 9},
             }
         )
+
+    def _dev(self, body: dict | None) -> None:
+        if os.environ.get("VLLM_SERVER_DEV_MODE") != "1":
+            self.send_error(404)
+            return
+        entry = {"endpoint": self.path, "body": body}
+        if body and body.get("method") == "reload_weights":
+            folder = body["kwargs"]["weights_path"]
+            entry["weights"] = os.path.isfile(os.path.join(folder, "model.safetensors"))
+        with lock, open(LOG, "a") as out:
+            out.write(json.dumps(entry) + "\n")
+        self._send({"results": [None]} if self.path == "/collective_rpc" else {"success": True})
 
 
 if os.environ.get("FAKE_VLLM_FAIL_START"):
