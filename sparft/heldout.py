@@ -10,9 +10,10 @@ to its checkpoint; the step-0 point of a base model can be cached across runs (`
 keyed by the model's files and the question set), since every strategy starts from the same one.
 
 The checks generate with transformers in the training process (``backend: hf``) or through a vLLM
-server (``vllm-server``, ``ServedChecks``), which on this kind of CPU answers several times
-faster: before each check the live weights are written out and loaded into the server in place,
-so one server, started once, serves every check of every run that shares its architecture.
+server (``vllm-server``, ``ServedChecks``), which answered 2x faster on this project's AMX CPU
+(``benchmarks/heldout.py``): before each check the live weights are written out and loaded into
+the server in place, so one server, started once, serves every check of every run that shares
+its architecture.
 """
 
 from __future__ import annotations
@@ -102,9 +103,11 @@ def serving_folder(model_dir: str, folder: Path, policy: Any) -> Path:
 
 
 class SharedServer:
-    """One vLLM server for the held-out checks of many runs (the compare flows' variants),
-    started at the first ``url()`` call, so that runs answered from cache start none; the runs
-    find it through ``$SPARFT_HELDOUT_SERVER_URL``. ``close`` stops it."""
+    """A vLLM server for held-out checks, on a serving folder of ``model`` in a temporary
+    folder, started at the first ``url()`` call; ``close`` stops it and removes the folder.
+    One serves every variant of a compare flow (which name it in
+    ``$SPARFT_HELDOUT_SERVER_URL``, so variants answered from cache start none), or one
+    run's checks (``ServedChecks``)."""
 
     def __init__(self, model: str, server: ServerConfig, dtype: str) -> None:
         import threading
@@ -170,8 +173,8 @@ class ServedChecks:
     """Greedy generation for the held-out checks through a vLLM server: the policy's weights
     go to ``weights_dir`` and into the server in place (``serving.load_weights``) before each
     check. The server is ``url``, else ``$SPARFT_HELDOUT_SERVER_URL``, else one started here
-    at the first check, on a serving folder of ``model`` (the base model's folder) in the
-    policy's dtype, and stopped by ``close``. A server given by URL must serve ``model``'s
+    at the first check (a ``SharedServer`` of ``model``, the base model's folder, in the
+    policy's dtype) and stopped by ``close``. A server given by URL must serve ``model``'s
     architecture with untied embeddings (``serving_folder``) and run with
     ``VLLM_SERVER_DEV_MODE=1``."""
 
@@ -188,21 +191,18 @@ class ServedChecks:
         self.weights_dir = Path(weights_dir)
         self.url = url or os.environ.get(SERVER_ENV) or None
         self.concurrency = concurrency
-        self.owned: VLLMServer | None = None
+        self.owned: SharedServer | None = None  # the server started here, if any
         self.load_seconds = 0.0
 
     def connect(self, policy: Any) -> str:
-        """The server's URL, once it answers: if none was named, one started here on a
-        serving folder of ``policy`` (in ``weights_dir``), in its dtype."""
-        from sparft.serving import VLLMServer, wait_healthy
+        """The server's URL, once it answers: if none was named, one started here for
+        ``model`` in ``policy``'s dtype."""
+        from sparft.serving import wait_healthy
 
         if self.url is None:
-            serving_folder(self.model, self.weights_dir, policy)
             dtype = vllm_dtype(next(policy.parameters()).dtype)
-            self.owned = VLLMServer(
-                str(self.weights_dir), self.server_cfg, dtype=dtype, dev_mode=True
-            )
-            self.url = self.owned.start(progress=False)
+            self.owned = SharedServer(self.model, self.server_cfg, dtype)
+            self.url = self.owned.url()
         elif self.owned is None:  # a server of the user's or the flow's: it may be starting
             wait_healthy(
                 self.url.rstrip("/").removesuffix("/v1"),
@@ -246,7 +246,7 @@ class ServedChecks:
 
     def close(self) -> None:
         if self.owned is not None:
-            self.owned.stop()
+            self.owned.close()
             self.owned = None
             self.url = None
         shutil.rmtree(self.weights_dir, ignore_errors=True)

@@ -25,7 +25,7 @@ class HeldoutConfig(BaseModel):
         "hf",
         description="hf: transformers' generate on the live policy, in the training process. "
         "vllm-server: the policy's weights are loaded into a vLLM server before each check "
-        "(full fine-tuning only; several times faster on a CPU with AMX).",
+        "(full fine-tuning only; 2x faster on this project's AMX CPU, benchmarks/heldout.py).",
     )
     server_url: str | None = Field(
         None,

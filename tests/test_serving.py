@@ -252,7 +252,8 @@ def test_served_checks_load_the_live_weights_before_each_check(
     for step in (0, 5):
         point = curve.check(step)
         assert point["accuracy"] == 0.5 and point["tokens"] == [9, 9]  # the fake says 4
-    server = checks.owned
+    assert checks.owned is not None
+    server = checks.owned.server
     assert server is not None and "--dtype float32" in " ".join(server.command(Path("p"), 1))
     curve.close()
     assert server.exit_code() is not None and not checks.weights_dir.exists()
