@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -253,10 +254,12 @@ def run_variants(
     parallel: int = 1,
     mlrun: Any = None,
     stages: list[str] | None = None,
+    after_shared: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """The stages before ``from_stage`` once (the cached ``pipeline`` subflow), then the rest
-    (or ``stages``) for every ``(label, overrides)`` variant in its working copy, as variant
-    runs nested under ``mlrun``; returns each variant's result, in order."""
+    """The stages before ``from_stage`` once (the cached ``pipeline`` subflow), then
+    ``after_shared`` (the preflight checks, which may stop the run), then the rest (or
+    ``stages``) for every ``(label, overrides)`` variant in its working copy, as variant runs
+    nested under ``mlrun``; returns each variant's result, in order."""
     names = list(STAGES)
     if from_stage not in names:
         raise ConfigError(f"from_stage '{from_stage}': not a stage ({', '.join(names)})")
@@ -272,6 +275,8 @@ def run_variants(
         jobs.append(("base", ["evaluate"], [*once, f"evaluate.model={params.generation.model}"]))
     if shared:
         pipeline(params_file, overrides, str(root), stages=shared)
+    if after_shared is not None:
+        after_shared()
     uri = absolute_uri(_tracking_uri(params), root) if mlrun is not None else None
     calls = []
     servers: list[SharedServer | None] = []

@@ -25,9 +25,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows.compare import flow_tags, run_variants, slug
+from flows.preflight import after_probe, compare_setup
 from flows.tasks import working_dir
 from sparft.comparison import BASELINE, CompareConfig, RunCurve, strategy_overrides, summarise
-from sparft.config import ConfigError, Params, as_overrides, load_params
+from sparft.config import ConfigError, Params, as_overrides
 from sparft.io import write_json
 from sparft.stages.cluster import OUT as CLUSTERS
 from sparft.stages.probe import OUT as PROBE
@@ -112,9 +113,14 @@ def read_curves(cfg: CompareConfig, root: Path) -> list[RunCurve]:
     return runs
 
 
+def _interval(ci: list[float] | None) -> str | None:
+    return None if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
 def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per strategy: final accuracy with its interval, gain over the start, the paired
-    difference against uniform, steps and rollouts to uniform's final accuracy."""
+    """One row per strategy: final accuracy with its interval, gain over the start, the
+    seed-level test against uniform (difference, interval, p, verdict, minimum detectable
+    difference), steps and rollouts to uniform's final accuracy."""
     rows = []
     for name, entry in summary.items():
         final, gain, vs = entry["final"], entry["gain"], entry.get("vs_uniform")
@@ -125,12 +131,14 @@ def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "seeds": len(entry["seeds"]),
                 "step": final["step"],
                 "accuracy": round(final["mean"], 4),
-                "ci_low": round(final["ci"][0], 4),
-                "ci_high": round(final["ci"][1], 4),
+                "ci": _interval(final["ci"]),
                 "gain": round(gain["difference"], 4),
-                "gain_ci": f"[{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}]",
+                "gain_ci": _interval(gain["ci"]),
                 "vs_uniform": None if not vs else round(vs["difference"], 4),
-                "vs_uniform_ci": None if not vs else f"[{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]",
+                "vs_uniform_ci": None if not vs else _interval(vs["ci"]),
+                "p_value": None if not vs else round(vs["p_value"], 4),
+                "verdict": None if not vs else vs["verdict"],
+                "mde": None if not vs or vs["mde"] is None else round(vs["mde"], 4),
                 "steps_to_uniform_final": reached.get("step"),
                 "rollouts_to_uniform_final": reached.get("rollouts"),
                 "rollouts": round(final["rollouts"]),
@@ -141,23 +149,57 @@ def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def metric_key(name: str) -> str:
+    """A strategy name as an MLflow key prefix (``+`` is not allowed there)."""
+    return name.replace("+", "_plus_")
+
+
 def strategy_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The summary's headline numbers as MLflow metrics, ``NAME.metric``."""
     out: dict[str, float] = {}
     for name, entry in summary.items():
-        key = name.replace("+", "_plus_")
+        key = metric_key(name)
         out[f"{key}.accuracy"] = entry["final"]["mean"]
-        out[f"{key}.accuracy_ci_low"] = entry["final"]["ci"][0]
-        out[f"{key}.accuracy_ci_high"] = entry["final"]["ci"][1]
+        if entry["final"]["ci"] is not None:
+            out[f"{key}.accuracy_ci_low"] = entry["final"]["ci"][0]
+            out[f"{key}.accuracy_ci_high"] = entry["final"]["ci"][1]
         out[f"{key}.gain"] = entry["gain"]["difference"]
         out[f"{key}.effective_prompt_ratio"] = entry["effective_prompt_ratio"]["mean"]
         out[f"{key}.rollouts"] = entry["final"]["rollouts"]
         out[f"{key}.train_seconds"] = entry["final"]["train_seconds"]
-        if entry.get("vs_uniform"):
-            out[f"{key}.vs_uniform"] = entry["vs_uniform"]["difference"]
-            out[f"{key}.vs_uniform_ci_low"] = entry["vs_uniform"]["ci"][0]
-            out[f"{key}.vs_uniform_ci_high"] = entry["vs_uniform"]["ci"][1]
+        vs = entry.get("vs_uniform")
+        if vs:
+            out[f"{key}.vs_uniform"] = vs["difference"]
+            out[f"{key}.vs_uniform_p"] = vs["p_value"]
+            if vs["ci"] is not None:
+                out[f"{key}.vs_uniform_ci_low"] = vs["ci"][0]
+                out[f"{key}.vs_uniform_ci_high"] = vs["ci"][1]
+            if vs["mde"] is not None:
+                out[f"{key}.mde"] = vs["mde"]
     return out
+
+
+def verdict_tags(summary: dict[str, Any]) -> dict[str, str]:
+    """Each strategy's verdict against uniform as an MLflow tag, ``NAME.verdict``."""
+    return {
+        f"{metric_key(name)}.verdict": entry["vs_uniform"]["verdict"]
+        for name, entry in summary.items()
+        if entry.get("vs_uniform")
+    }
+
+
+def verdict_caption(summary: dict[str, Any], level: float) -> str:
+    """The plot's second title line: each strategy's verdict against uniform with its p and
+    minimum detectable difference, so the picture cannot say more than the test."""
+    parts = []
+    for name, entry in summary.items():
+        vs = entry.get("vs_uniform")
+        if vs:
+            mde = "n/a" if vs["mde"] is None else f"{vs['mde']:.3f}"
+            parts.append(f"{name}: {vs['verdict']} (p={vs['p_value']:.2f}, MDE {mde})")
+    if not parts:
+        return ""
+    return f"vs {BASELINE} at the last check, {level:.0%} seed-level: " + "; ".join(parts)
 
 
 def settings(params: Params, cfg: CompareConfig, heldout: int, wall_s: float) -> dict[str, Any]:
@@ -178,6 +220,9 @@ def settings(params: Params, cfg: CompareConfig, heldout: int, wall_s: float) ->
         "seeds": cfg.seeds,
         "eval_every": cfg.eval_every,
         "scale": cfg.scale,
+        "pairs": cfg.pairs,
+        "statistics": "seed-level: paired t interval over seeds (question-set error included), "
+        "exact sign-flip p over seeds, verdict when both agree (sparft.seed_stats)",
         "bootstrap": cfg.bootstrap,
         "level": cfg.level,
         "wall_seconds": round(wall_s, 1),
@@ -195,29 +240,32 @@ def compare_strategies(
     strategies: list[str] | None = None,
     seeds: list[int] | None = None,
     parallel: int | None = None,
+    strict: bool = False,
+    pairs: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the comparison ``compare`` (with ``strategies``, ``seeds``, ``parallel`` replacing
-    its values when given) describes; returns the settings, the per-strategy summary and its
-    table, and writes them to ``data/compare/strategies.json`` and a plot."""
+    """Run the comparison ``compare`` (with ``strategies``, ``seeds``, ``parallel``, ``pairs``
+    replacing its values when given) describes; returns the settings, the per-strategy summary
+    and its table, and writes them to ``data/compare/strategies.json`` and a plot. The preflight
+    checks run once the shared stages have (``report["preflight"]``); with ``strict`` a
+    warning stops the comparison there, before any training (``ConfigError``)."""
     root = Path(project_dir).resolve() if project_dir else Path.cwd()
     started = time.perf_counter()
     with working_dir(root):
-        params = load_params(params_file, overrides or [])
-        given = {"strategies": strategies, "seeds": seeds, "parallel": parallel}
-        try:
-            cfg = CompareConfig.model_validate(
-                params.compare.model_dump() | {k: v for k, v in given.items() if v is not None}
-            )
-        except ValueError as err:
-            raise ConfigError(f"compare: {err}") from err
-        overrides = [*as_overrides(cfg.scale), *(overrides or [])]
-        try:
-            params = load_params(params_file, overrides)
-        except ConfigError as err:
-            raise ConfigError(f"compare.scale: {err}") from err
+        params, cfg, overrides = compare_setup(
+            params_file, overrides or [], strategies, seeds, parallel, pairs
+        )
         logger = get_run_logger()
         logger.info("%d strategies x %d seeds", len(cfg.strategies), len(cfg.seeds))
         with tracked_run("compare-strategies", params, tags=flow_tags("compare")) as mlrun:
+            preflight: dict[str, Any] = {}
+
+            def check_before_training() -> None:
+                preflight.update(
+                    after_probe(
+                        params, root, mlrun, strict, logger.warning, cfg.strategies, cfg.seeds
+                    )
+                )
+
             results = run_variants(
                 params_file,
                 overrides,
@@ -226,16 +274,19 @@ def compare_strategies(
                 parallel=cfg.parallel,
                 mlrun=mlrun,
                 stages=["train"],
+                after_shared=check_before_training,
             )
             runs = read_curves(cfg, root)
-            summary = summarise(runs, cfg, arm_solve_rates(root))
+            summary, tested = summarise(runs, cfg, arm_solve_rates(root))
             heldout = len(runs[0].points["correct"].iloc[0])
             report: dict[str, Any] = {
                 "settings": settings(params, cfg, heldout, time.perf_counter() - started),
                 "strategies": summary,
+                "pairs": tested,
                 "table": table_rows(summary),
                 "variants": {r["label"]: r.get("mlflow_run_id") for r in results},
             }
+            report["preflight"] = preflight
             write_json(report, root / OUT)
             from sparft.plots import plot_strategy_curves
 
@@ -243,7 +294,8 @@ def compare_strategies(
                 summary,
                 root / PLOT,
                 title=f"{report['settings']['model']} on {report['settings']['benchmark']} "
-                f"({heldout} held-out questions), mean over seeds, {cfg.level:.0%} interval",
+                f"({heldout} held-out questions), mean over seeds, {cfg.level:.0%} seed-level "
+                f"interval\n{verdict_caption(summary, cfg.level)}",
             )
             if mlrun is not None:
                 import mlflow
@@ -262,6 +314,7 @@ def compare_strategies(
                 mlflow.log_metrics(
                     {**strategy_metrics(summary), "wall_s": time.perf_counter() - started}
                 )
+                mlflow.set_tags(verdict_tags(summary))
                 mlflow.log_artifact(str(root / OUT), artifact_path="compare")
                 mlflow.log_artifact(str(root / PLOT), artifact_path="compare")
         create_table_artifact(

@@ -152,6 +152,19 @@ class DvcLock:
             )
         return not differ
 
+    def current(self, spec: StageSpec, config: Mapping[str, Any]) -> bool:
+        """Whether ``dvc.lock`` vouches for the stage's outputs under ``config``: the settings
+        are params.yaml's (those the lock records) and ``dvc status`` finds nothing changed."""
+        if self.dvc_config is None or not self._consistent(spec, config):
+            return False
+        from dvc.repo import Repo
+
+        try:
+            with Repo(str(self.root)) as repo:
+                return spec.name not in repo.status(targets=[spec.name])
+        except Exception:  # no lock entry yet, a broken repository: not vouched for
+            return False
+
     def commit(
         self, specs: list[StageSpec], config: Mapping[str, Any], only_stale: bool = False
     ) -> list[str]:

@@ -24,6 +24,7 @@ from prefect.utilities.urls import url_for
 
 from flows.artifacts import link_mlflow, publish
 from flows.dvc_state import DvcLock, StageSpec, all_specs, output_digests, stage_key
+from flows.preflight import after_probe
 from flows.runners import RunnerSettings, shard_runner
 from flows.tasks import headline, stage_status, stage_task, stale_record, working_dir
 from sparft.config import ConfigError, Params, load_params
@@ -46,9 +47,14 @@ def pipeline(
     workers: int | None = None,
     worker_cpus: float = 1.0,
     worker_gpus: float = 0.0,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Run the stages (all by default) in the project folder (default: the current one) with
     ``params_file`` plus ``section.key=value`` overrides; returns each stage's summary.
+
+    Before ``train``, once the probe and cluster stages have run, the preflight checks
+    (``sparft.preflight``) go into the report and the MLflow run; with ``strict`` a warning
+    stops the flow there (``ConfigError``).
 
     ``runner="ray"`` spreads the shards of probe, embed and evaluate over Ray workers (a local
     instance on 127.0.0.1, or the cluster at ``ray_address``), ``workers`` of them (default:
@@ -63,7 +69,7 @@ def pipeline(
         if unknown:
             raise ConfigError(f"unknown stage(s) {', '.join(unknown)} (stages: {', '.join(known)})")
         names = [name for name in known if not stages or name in stages]
-        return _run(params, config, root, all_specs(config), names)
+        return _run(params, config, root, all_specs(config), names, strict)
 
 
 def _run(
@@ -72,6 +78,7 @@ def _run(
     root: Path,
     specs: dict[str, StageSpec],
     names: list[str],
+    strict: bool = False,
 ) -> dict[str, Any]:
     logger = get_run_logger()
     lock = DvcLock(root)
@@ -85,6 +92,7 @@ def _run(
         "mlflow_run_id": None,
         "stages": {},
         "notes": notes,
+        "preflight": None,
     }
     tags = {"sparft.kind": "pipeline"}
     if flow_run is not None:
@@ -101,6 +109,8 @@ def _run(
             except Exception as err:  # a missing link must not cost the run
                 logger.warning("could not link the MLflow run to the flow run: %s", err)
         for name in names:
+            if name == "train":  # the probe and clusters are decided now: check before training
+                report["preflight"] = after_probe(params, root, mlrun, strict, logger.warning)
             spec = specs[name]
             key = stage_key(spec, config, root)
             outs = list(spec.outs)

@@ -90,18 +90,50 @@ def stage_task(name: str, refresh: bool = False) -> Task[Any, dict[str, Any]]:
     return cached_task(execute, name, name, refresh)
 
 
+_UNREADABLE = object()
+
+
+def result_store(for_task: Task[Any, Any]) -> ResultStore:
+    """The result store ``for_task`` reads: its flow run's; outside a flow (a preflight before
+    the flow starts) the local storage an ephemeral API's flows write to, read directly: asking
+    that API for a server-side default would start it (about 20 s)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.filesystems import LocalFileSystem
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    outside = FlowRunContext.get() is None and TaskRunContext.get() is None
+    if outside and settings.results.default_storage_block is None and not settings.api.url:
+        local = LocalFileSystem(basepath=str(settings.results.local_storage_path))
+        return cast(ResultStore, ResultStore(result_storage=local).update_for_task(for_task))
+    # a ResultStore here: Prefect's sync-compatible call
+    return cast(ResultStore, get_result_store().update_for_task(for_task))
+
+
+def _recorded(key: str, for_task: Task[Any, Any]) -> Any:
+    """The cached result of ``key`` (None when there is none; ``_UNREADABLE`` when it cannot
+    be read)."""
+    store = result_store(for_task)
+    try:
+        return store.read(key).result if store.exists(key) else None
+    except Exception:
+        return _UNREADABLE
+
+
 def stale_record(key: str, current: dict[str, str | None], for_task: Task[Any, Any]) -> bool:
     """A cached result exists for ``key`` but the outputs on disk are not those it recorded
     (deleted, or rewritten by another command such as ``sparft stage``): run again."""
-    # the store the task itself reads (a ResultStore here: Prefect's sync-compatible call)
-    store = cast(ResultStore, get_result_store().update_for_task(for_task))
-    try:
-        if not store.exists(key):
-            return False
-        recorded = store.read(key).result
-    except Exception:
-        return True
+    recorded = _recorded(key, for_task)
+    if recorded is None:
+        return False
     return not isinstance(recorded, dict) or recorded.get("outputs") != current
+
+
+def current_record(key: str, current: dict[str, str | None], for_task: Task[Any, Any]) -> bool:
+    """A cached result exists for ``key`` and the outputs on disk are those it recorded: the
+    outputs are what the stage makes of its present deps and params (a cache hit, not stale)."""
+    recorded = _recorded(key, for_task)
+    return isinstance(recorded, dict) and recorded.get("outputs") == current
 
 
 @contextmanager

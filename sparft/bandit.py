@@ -386,3 +386,13 @@ _ALGORITHMS: dict[str, type[Bandit]] = {
 def make_bandit(cfg: BanditConfig, n_arms: int) -> Bandit:
     """The bandit ``cfg.algorithm`` names, over ``n_arms`` arms."""
     return _ALGORITHMS[cfg.algorithm](cfg, n_arms)
+
+
+def reward_range(cfg: BanditConfig) -> tuple[float, float]:
+    """Lowest and highest reward one observation can give under ``cfg``: ``reward_offset -
+    solve_rate`` for negated-solve-rate (Thompson's offset is 0, so [-1, 0]; EXP3's and UCB1's
+    1, so [0, 1]), an absolute change of a rate (or ``first_progress``) for learning-progress."""
+    if cfg.reward == "learning-progress":
+        return 0.0, 1.0
+    offset = _ALGORITHMS[cfg.algorithm].reward_offset
+    return offset - 1.0, offset

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from sparft.checks import Check
 from sparft.config import ConfigError, Params, dump_params, keys_holding, load_params
 from sparft.data import DataError, FieldMap, load_dataset
 from sparft.generation import GenerationError
@@ -293,6 +294,82 @@ WorkersOpt = Annotated[
 ]
 WorkerCpusOpt = Annotated[float, typer.Option(help="CPUs each Ray worker takes.")]
 WorkerGpusOpt = Annotated[float, typer.Option(help="GPUs each Ray worker takes.")]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Print the preflight checks and exit: nothing runs, nothing trains."
+    ),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Any preflight warning is an error (exit 2): before the flow, and again once the "
+        "probe has run, before any training.",
+    ),
+]
+STATUS_STYLE = {"ok": "green", "warn": "yellow", "pending": "dim"}
+
+
+def _print_checks(checks: list[Check], title: str = "preflight checks") -> None:
+    """The preflight checks as a table, warnings in yellow; then each warning as one line and
+    their fixes as ``--set`` overrides, never cut across lines (a narrow terminal folds the
+    table's cells), so they can be read whole and copied."""
+    from rich.markup import escape
+
+    table = Table(title=title)
+    for name in ("check", "strategy", "status", "what it found", "clear it with (--set)"):
+        table.add_column(name, overflow="fold", no_wrap=name == "status")
+    for check in checks:
+        style = STATUS_STYLE[check.status]
+        table.add_row(
+            check.name, escape(check.strategy or "all"), f"[{style}]{check.status}[/]",
+            escape(check.message), escape("\n".join(check.overrides())),
+            style="yellow" if check.warns else None,
+        )  # fmt: skip
+    console.print(table)
+    warned = [c for c in checks if c.warns]
+    if not warned:
+        return
+    console.print(f"{len(warned)} preflight warning(s):", style="yellow", highlight=False)
+    for check in warned:
+        console.print(f"  {check.line()}", highlight=False, markup=False, soft_wrap=True)
+    sets = " ".join(f"--set {o}" for o in dict.fromkeys(o for c in warned for o in c.overrides()))
+    if sets:
+        console.print(f"clear them with: {sets}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _preflight(
+    p: Params,
+    dry_run: bool,
+    strict: bool,
+    strategies: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> list[Check]:
+    """Run and print the preflight checks (``sparft.preflight``) before any flow starts: with
+    ``strict`` a warning exits 2, with ``dry_run`` the command ends here (0)."""
+    from flows.preflight import checks_for
+
+    try:
+        checks = checks_for(p, Path.cwd(), strategies, seeds)
+    except ConfigError as err:
+        _fail(err)
+    _print_checks(checks)
+    warned = [c for c in checks if c.warns]
+    if strict and warned:
+        names = ", ".join(f"{c.name} ({c.strategy or 'all'})" for c in warned)
+        _fail(ConfigError(f"preflight (--strict): {len(warned)} warning(s): {names}"))
+    if dry_run:
+        raise typer.Exit(0)
+    return checks
+
+
+def _print_after_probe(before: list[Check], report: dict[str, Any]) -> None:
+    """The checks again as the flow decided them after the probe, if any was pending before."""
+    decided = (report.get("preflight") or {}).get("checks")
+    if decided and any(c.status == "pending" for c in before):
+        checks = [Check.from_dict(c) for c in decided]
+        _print_checks(checks, "preflight checks after the probe")
 
 
 @app.command()
@@ -304,9 +381,12 @@ def run(
     workers: WorkersOpt = None,
     worker_cpus: WorkerCpusOpt = 1.0,
     worker_gpus: WorkerGpusOpt = 0.0,
+    dry_run: DryRunOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Run the pipeline as a Prefect flow of cached stages (on Prefect's ephemeral API, or on the
-    server at PREFECT_API_URL), keep dvc.lock in step, and print where the results are."""
+    server at PREFECT_API_URL), keep dvc.lock in step, and print where the results are. The
+    preflight checks print first (--dry-run: only them; --strict: a warning is an error)."""
     p = _params(params, set_)
     pipeline = _pipeline_flow()
     from flows.runners import RunnerSettings
@@ -315,6 +395,7 @@ def run(
         RunnerSettings(runner, ray_address, workers, worker_cpus, worker_gpus)
     except ValueError as err:
         _fail(err)
+    checks = _preflight(p, dry_run, strict)
     from flows.tasks import stage_status
     from sparft.stages import STAGES
 
@@ -327,9 +408,11 @@ def run(
             workers=workers,
             worker_cpus=worker_cpus,
             worker_gpus=worker_gpus,
+            strict=strict,
         )
     except USER_ERRORS as err:
         _fail(err, p)
+    _print_after_probe(checks, report)
     for name, stage in report["stages"].items():
         console.rule(f"stage {name}")
         seconds = stage["stage_seconds"] if stage["cached"] else stage["seconds"]
@@ -523,6 +606,91 @@ def _or_never(value: Any) -> str:
     return "never" if value is None else str(value)
 
 
+def _cell(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+STATISTICS_NOTE = (
+    "verdict: ahead/behind only when the seed-level interval excludes 0 and the exact "
+    "sign-flip p < 0.05 (needs >= 6 seeds); MDE: the difference these seeds detect with 80% power"
+)
+
+
+@app.command()
+def analyse(
+    path: Annotated[Path, typer.Argument(help="A compare-strategies report (strategies.json).")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the statistics here (JSON).")
+    ] = None,
+    pair: Annotated[
+        list[str] | None,
+        typer.Option(help="Also test A against B, as A:B (repeatable), e.g. sparft:dots."),
+    ] = None,
+    baseline: Annotated[str, typer.Option(help="The strategy every other is tested against.")] = (
+        "uniform"
+    ),
+    level: Annotated[
+        float | None, typer.Option(help="Confidence level; default: the report's.")
+    ] = None,
+) -> None:
+    """Recompute a saved comparison's seed-level statistics without training: per strategy the
+    difference against the baseline with its t interval, exact sign-flip p, probability of
+    improvement, verdict, minimum detectable difference and the seeds needed for 3 and 5
+    points."""
+    from sparft.comparison import analyse_report, parse_pair
+
+    try:
+        report = json.loads(path.read_text())
+        result = analyse_report(
+            report, level, pairs=[parse_pair(p) for p in pair or []], baseline=baseline
+        )
+    except (ValueError, OSError) as err:
+        _fail(ValueError(f"{path}: {err}"))
+    result["source"] = str(path)
+    settings = result["settings"]
+    table = Table(
+        title=f"{path}: {settings.get('model', '?')}, {settings.get('max_steps', '?')} steps, "
+        f"{settings.get('heldout_questions', '?')} held-out questions, at the last common check"
+    )
+    columns = (
+        "strategy", "seeds", "accuracy (interval)", f"vs {baseline} (interval)", "p",
+        "p Holm", "P(better)", "verdict", "MDE", "seeds for 3/5 pts",
+    )  # fmt: skip
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("strategy", "verdict") else "right")
+    rows = [(name, entry.get("vs_uniform"), entry) for name, entry in result["strategies"].items()]
+    rows += [(name, test, None) for name, test in result["pairs"].items()]
+    for name, vs, entry in rows:
+        acc = entry["accuracy"] if entry else None
+        needed = (vs or {}).get("seeds_needed", {})
+        table.add_row(
+            name, str(len(vs["seeds"]) if vs else len((entry or {}).get("seeds", []))),
+            "" if acc is None else f"{acc['mean']:.3f} {_interval(acc['ci'], '.2f')}",
+            "" if vs is None else f"{vs['difference']:+.3f} {_interval(vs['ci'], '+.2f')}",
+            _cell(vs["p_value"] if vs else None, ".3f"),
+            _cell((vs or {}).get("p_value_holm"), ".3f"),
+            _cell(vs["probability_of_improvement"] if vs else None, ".2f"),
+            vs["verdict"] if vs else ("baseline" if entry else "no common seed"),
+            _cell(vs["mde"] if vs else None, ".3f"),
+            "/".join(_or_never(needed.get(k)) for k in ("0.03", "0.05")) if vs else "",
+        )  # fmt: skip
+    console.print(table)
+    console.print(STATISTICS_NOTE, highlight=False)
+    if not all(e["question_level"] for e in result["strategies"].values()):
+        console.print(
+            "note: this report kept per-seed accuracies only (written before per-question "
+            "correctness was saved): the intervals leave the question set's sampling error out",
+            highlight=False,
+        )
+    if json_out is not None:
+        write_json(result, json_out)
+        console.print(f"wrote {json_out}")
+
+
+def _interval(ci: list[float] | None, spec: str) -> str:
+    return "" if ci is None else f"[{format(ci[0], spec)}, {format(ci[1], spec)}]"
+
+
 @app.command("compare-strategies")
 def compare_strategies(
     params: ParamsOpt = Path("params.yaml"),
@@ -537,16 +705,31 @@ def compare_strategies(
     parallel: Annotated[
         int | None, typer.Option(help="Variants trained at once; default: compare.parallel.")
     ] = None,
+    pair: Annotated[
+        list[str] | None,
+        typer.Option(help="Also test A against B, as A:B (repeatable); default: compare.pairs."),
+    ] = None,
+    dry_run: DryRunOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Train every strategy with every seed from one config, check each on one held-out set
-    every compare.eval_every steps, and report per strategy the accuracy with its 95% interval,
-    the paired difference against uniform and the steps and rollouts to reach uniform's final
-    accuracy (data/compare/strategies.json and .png, MLflow, Prefect)."""
+    every compare.eval_every steps, and report per strategy the accuracy with its seed-level
+    interval, the test against uniform (difference, interval, sign-flip p, verdict, minimum
+    detectable difference) and the steps and rollouts to reach uniform's final accuracy
+    (data/compare/strategies.json and .png, MLflow, Prefect); preflight checks first."""
     _params(params, set_)
     _pipeline_flow()  # Prefect's settings first
     from flows.compare_strategies import OUT, PLOT
     from flows.compare_strategies import compare_strategies as flow
+    from flows.preflight import compare_setup
 
+    try:
+        scaled, cfg, _ = compare_setup(
+            str(params), list(set_ or []), strategy, seed, parallel, pair
+        )
+    except ConfigError as err:
+        _fail(err)
+    checks = _preflight(scaled, dry_run, strict, cfg.strategies, cfg.seeds)
     try:
         report = flow(
             params_file=str(params),
@@ -554,9 +737,12 @@ def compare_strategies(
             strategies=strategy,
             seeds=seed,
             parallel=parallel,
+            strict=strict,
+            pairs=pair,
         )
     except USER_ERRORS as err:
         _fail(err)
+    _print_after_probe(checks, report)
     rows = report["table"]
     settings = report["settings"]
     table = Table(
@@ -565,21 +751,30 @@ def compare_strategies(
         f"({settings['wall_seconds']:.0f} s)"
     )
     columns = (
-        "strategy", "accuracy", "95% interval", "gain", "gain interval", "vs uniform",
-        "vs uniform interval", "steps to uniform", "rollouts", "train s", "effective prompts",
+        "strategy", "accuracy", "interval", "gain", "gain interval", "vs uniform",
+        "vs uniform interval", "p", "verdict", "MDE", "steps to uniform", "rollouts", "train s",
+        "effective prompts",
     )  # fmt: skip
     for name in columns:
         table.add_column(name, justify="left" if name == "strategy" else "right")
     for row in rows:
         table.add_row(
-            row["strategy"], f"{row['accuracy']:.3f}",
-            f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]",
-            f"{row['gain']:+.3f}", row["gain_ci"],
+            row["strategy"], f"{row['accuracy']:.3f}", row["ci"] or "",
+            f"{row['gain']:+.3f}", row["gain_ci"] or "",
             "" if row["vs_uniform"] is None else f"{row['vs_uniform']:+.3f}",
-            row["vs_uniform_ci"] or "", _or_never(row["steps_to_uniform_final"]),
+            row["vs_uniform_ci"] or "", _cell(row["p_value"], ".3f"), row["verdict"] or "",
+            _cell(row["mde"], ".3f"), _or_never(row["steps_to_uniform_final"]),
             str(row["rollouts"]), f"{row['train_s']:.0f}", f"{row['effective_prompt_ratio']:.2f}",
         )  # fmt: skip
     console.print(table)
+    for name, test in report["pairs"].items():
+        if test is not None:
+            console.print(
+                f"{name}: {test['difference']:+.3f} {_interval(test['ci'], '+.3f')}, "
+                f"p={test['p_value']:.3f}, {test['verdict']}",
+                highlight=False,
+            )
+    console.print(STATISTICS_NOTE, highlight=False)
     console.print(f"wrote {OUT} and {PLOT}")
 
 

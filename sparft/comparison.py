@@ -1,17 +1,21 @@
-"""Strategy comparison: which data-selection method trains fastest, with confidence.
+"""Strategy comparison: which data-selection method trains fastest, and what the runs support.
 
-A strategy is a named set of params overrides (``STRATEGIES``; ``+knapsack``, ``+variance`` and
-``+replay`` add an allocator or rollout replay to any of them, ``+fp32``, ``+bf16-mixed`` and
-``+bf16`` set the training precision, so ``uniform+bf16-mixed`` measures what a faster precision
-does to learning against ``uniform``, paired). Every strategy trains from the
-same base model with the same seeds and is checked on one fixed held-out set at the same steps
-(``sparft.heldout``), so runs pair question by question and seed by seed. The statistics here:
+A strategy is a named set of params overrides (``STRATEGIES``). Modifiers change any of them:
+``+knapsack``, ``+variance`` and ``+replay`` add an allocator or rollout replay; ``+fp32``,
+``+bf16-mixed`` and ``+bf16`` set the training precision; ``+subset`` and ``+full`` set the
+training pool, so ``uniform+subset`` and ``sparft+full`` measure the selected subset's effect and
+the bandit's apart. Every strategy trains from the same base model with the same seeds and is
+checked on one fixed held-out set at the same steps (``sparft.heldout``), so runs pair question
+by question and seed by seed. The statistics here:
 
-- per strategy and step, the mean accuracy over seeds and a 95% interval from a two-level
-  bootstrap (seeds resampled, then questions), so it covers both the seed-to-seed spread and the
-  finite question set;
-- against ``uniform``, a paired bootstrap of the accuracy difference (the same seed and question
-  draws for both sides);
+- per strategy and check, the mean accuracy over seeds with a seed-level t interval (the
+  question set's sampling error included), and a two-level bootstrap ``spread`` (seeds, then
+  questions) that describes the runs but is no test: over 3 seeds it cannot leave their range;
+- against ``uniform`` (and any pair named in ``compare.pairs``), at every check: the paired
+  difference, its t interval, an exact sign-flip p over seeds, rliable's probability of
+  improvement, a verdict (``ahead``/``behind`` only when the interval excludes 0 and p < 0.05,
+  else ``not separable``), the minimum detectable difference and the seeds needed for 3 and 5
+  points (``sparft.seed_stats``); Holm's adjustment across strategies beside the raw p;
 - the steps, and rollouts, each strategy needs to reach uniform's final mean accuracy;
 - for strategies with arms, each arm's share of picks against its questions' probe solve rate.
 
@@ -26,8 +30,9 @@ from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sparft.seed_stats import holm, mean_test, paired_test
 from sparft.train_config import Precision
 
 BASELINE = "uniform"
@@ -91,6 +96,9 @@ MODIFIERS: dict[str, dict[str, Any]] = {
     "knapsack": {"train.allocation": "knapsack"},
     "variance": {"train.allocation": "variance"},
     "replay": {"train.replay.enabled": True},
+    # controls: the same method on the other pool, so subset and curriculum are measured apart
+    "subset": {"train.data": "subset"},
+    "full": {"train.data": "full"},
     **{p: {"train.precision": p} for p in get_args(Precision) if p != "auto"},
 }
 
@@ -102,8 +110,8 @@ class CompareConfig(BaseModel):
 
     strategies: list[str] = Field(
         default_factory=lambda: list(STRATEGIES),
-        description="Names from STRATEGIES, each optionally +knapsack, +variance, +replay or a "
-        "precision (+fp32, +bf16-mixed, +bf16).",
+        description="Names from STRATEGIES, each optionally +knapsack, +variance, +replay, a "
+        "precision (+fp32, +bf16-mixed, +bf16) or a pool (+subset, +full).",
     )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     eval_every: int = Field(4, ge=1, description="Steps between held-out checks.")
@@ -113,7 +121,17 @@ class CompareConfig(BaseModel):
         "ones included: the scale at which strategies can differ, kept apart from the small "
         "defaults of `sparft run`. `--set` overrides come after them and win.",
     )
-    bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples.")
+    pairs: list[str] = Field(
+        default_factory=list,
+        description="Pairs tested beside each strategy against uniform, as A:B (e.g. "
+        "sparft:uniform+subset).",
+    )
+    bootstrap: int = Field(
+        2000,
+        ge=100,
+        description="Resamples of the descriptive spread and of rliable's probability of "
+        "improvement interval.",
+    )
     level: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals.")
     parallel: int = Field(1, ge=1, description="Variants trained at once.")
 
@@ -127,6 +145,22 @@ class CompareConfig(BaseModel):
                     f"scale key {key!r}: want section.field of a stage's section, not compare's"
                 )
         return scale
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, pairs: list[str]) -> list[str]:
+        for text in pairs:
+            for name in parse_pair(text):
+                strategy_overrides(name)
+        return pairs
+
+    @model_validator(mode="after")
+    def _pairs_are_run(self) -> CompareConfig:
+        for text in self.pairs:
+            missing = [n for n in parse_pair(text) if n not in self.strategies]
+            if missing:
+                raise ValueError(f"pair {text!r}: {', '.join(missing)} not in compare.strategies")
+        return self
 
     @field_validator("strategies")
     @classmethod
@@ -152,7 +186,8 @@ def strategy_overrides(name: str) -> tuple[dict[str, Any], bool]:
                 f"strategy {name!r}: unknown modifier {mod!r} (modifiers: {', '.join(MODIFIERS)})"
             )
         overrides |= MODIFIERS[mod]
-        uses_probe = uses_probe or mod == "knapsack"
+        # the subset is selected on clusters of meaning and probed difficulty
+        uses_probe = uses_probe or mod in ("knapsack", "subset")
     return overrides, uses_probe
 
 
@@ -180,27 +215,6 @@ def bootstrap_means(correct: np.ndarray, draws: int, rng: np.random.Generator) -
     s = rng.integers(0, seeds, size=(draws, seeds))
     q = rng.integers(0, questions, size=(draws, questions))
     return np.array([correct[s[i]][:, q[i]].mean() for i in range(draws)])
-
-
-def paired_difference(
-    a: np.ndarray, b: np.ndarray, draws: int, level: float, seed: int = 0
-) -> dict[str, Any]:
-    """Accuracy of ``a`` minus ``b`` (both (seeds, questions), seed i of one paired with seed i
-    of the other): the observed difference, its paired bootstrap interval, and the share of
-    resamples in which ``a`` is ahead."""
-    if a.shape != b.shape:
-        raise ValueError(f"paired runs differ in shape: {a.shape} vs {b.shape}")
-    rng = np.random.default_rng(seed)
-    seeds, questions = a.shape
-    s = rng.integers(0, seeds, size=(draws, seeds))
-    q = rng.integers(0, questions, size=(draws, questions))
-    diff = a.astype(float) - b.astype(float)
-    stats = np.array([diff[s[i]][:, q[i]].mean() for i in range(draws)])
-    return {
-        "difference": float(diff.mean()),
-        "ci": _quantiles(stats, level),
-        "share_ahead": float((stats > 0).mean()),
-    }
 
 
 def _matrix(runs: list[RunCurve], step: int) -> np.ndarray:
@@ -246,14 +260,105 @@ def arm_table(runs: list[RunCurve], arm_solve_rates: dict[str, float]) -> list[d
     ]
 
 
+# step -> seed -> that check's per-question correctness (or, from an old report, [accuracy])
+Scores = dict[int, dict[int, np.ndarray]]
+
+
+def as_bits(correct: np.ndarray) -> str:
+    """One check's per-question correctness as a string of 0/1, the report's compact form."""
+    return "".join("1" if c else "0" for c in np.asarray(correct, dtype=bool))
+
+
+def scores_of(entry: dict[str, Any]) -> Scores:
+    """A report entry's checks by step and seed: per-question correctness where the report kept
+    it (``correct`` bit strings), else each seed's accuracy alone (older reports)."""
+    out: Scores = {}
+    for point in entry["curve"]:
+        bits = point.get("correct")
+        rows = (
+            [np.frombuffer(b.encode(), dtype=np.uint8) - ord("0") for b in bits]
+            if bits
+            else [np.array([value]) for value in point["per_seed"]]
+        )
+        out[int(point["step"])] = {
+            seed: row.astype(float) for seed, row in zip(entry["seeds"], rows, strict=True)
+        }
+    return out
+
+
+def compare_scores(
+    a: Scores, b: Scores, level: float = 0.95, reps: int = 2000
+) -> dict[str, Any] | None:
+    """``a`` against ``b`` with seed-level inference (``sparft.seed_stats.paired_test``) at each
+    check both have, over the seeds both ran: the last common check in full (with rliable's
+    probability of improvement), every check in brief under ``by_step``. None when the two
+    share no check or no seed."""
+    steps = sorted(set(a) & set(b))
+    tests = []
+    for step in steps:
+        seeds = sorted(set(a[step]) & set(b[step]))
+        if not seeds:
+            continue
+        x = np.vstack([a[step][s] for s in seeds])
+        y = np.vstack([b[step][s] for s in seeds])
+        if x.shape != y.shape:  # one side kept only accuracies: compare those
+            x, y = x.mean(axis=1, keepdims=True), y.mean(axis=1, keepdims=True)
+        last = step == steps[-1]
+        test = paired_test(x, y, level, poi_reps=reps if last else 0)
+        tests.append({"step": step, "seeds": seeds, **test})
+    if not tests:
+        return None
+    final = dict(tests[-1])
+    final["by_step"] = [
+        {k: t[k] for k in ("step", "difference", "ci", "p_value", "verdict", "mde")} for t in tests
+    ]
+    return final
+
+
+def seed_level(
+    scores: dict[str, Scores],
+    level: float = 0.95,
+    reps: int = 2000,
+    baseline: str = BASELINE,
+    pairs: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Every strategy against ``baseline`` (``vs_uniform``, with Holm's adjustment over the
+    strategies at the final check, since several strategies against one baseline are several
+    tests) and each named pair ``(a, b)``."""
+    vs: dict[str, Any] = {}
+    if baseline in scores:
+        for name, entry in scores.items():
+            if name != baseline:
+                vs[name] = compare_scores(entry, scores[baseline], level, reps)
+    adjusted = holm({k: v["p_value"] for k, v in vs.items() if v})
+    for name, p in adjusted.items():
+        vs[name]["p_value_holm"] = p
+    named = {}
+    for a, b in pairs or []:
+        missing = [n for n in (a, b) if n not in scores]
+        if missing:
+            raise ValueError(f"pair {a}:{b}: no strategy {', '.join(missing)} in the comparison")
+        named[f"{a} vs {b}"] = compare_scores(scores[a], scores[b], level, reps)
+    return {"vs_baseline": vs, "pairs": named}
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    """``A:B`` (strategy names hold ``-`` and ``+``, so a colon separates them)."""
+    a, sep, b = text.partition(":")
+    if not sep or not a or not b:
+        raise ValueError(f"pair {text!r}: want STRATEGY:STRATEGY, e.g. sparft:uniform")
+    return a.strip(), b.strip()
+
+
 def summarise(
     runs: list[RunCurve],
     cfg: CompareConfig,
     arm_solve_rates: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """Everything ``strategies.json`` holds: per strategy its curve with intervals, final
-    accuracy, gain over its start, the paired difference against uniform, steps and rollouts to
-    reach uniform's final accuracy, effective prompt ratio per step and arm picks."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Everything ``strategies.json`` holds: per strategy its curve (mean, seed-level interval,
+    bootstrap spread, per-seed accuracy and per-question correctness at each check), its gain
+    over its start, the seed-level test against uniform, steps and rollouts to reach uniform's
+    final accuracy, effective prompt ratio per step and arm picks; then the named pairs' tests."""
     rng = np.random.default_rng(0)
     by_strategy: dict[str, list[RunCurve]] = {}
     for run in runs:
@@ -275,15 +380,16 @@ def summarise(
                 {
                     "step": step,
                     "mean": float(matrix.mean()),
-                    "ci": _quantiles(bootstrap_means(matrix, cfg.bootstrap, rng), cfg.level),
+                    "ci": mean_test(matrix, cfg.level)["ci"],
+                    "spread": _quantiles(bootstrap_means(matrix, cfg.bootstrap, rng), cfg.level),
                     "per_seed": matrix.mean(axis=1).tolist(),
+                    "correct": [as_bits(row) for row in matrix],
                     "rollouts": float(np.mean([p["rollouts"] for p in at])) + probe,
                     "unique_seen": float(np.mean([p["unique_seen"] for p in at])),
                     "train_seconds": float(np.mean([p["train_seconds"] for p in at])),
                 }
             )
         first, last = _matrix(group, steps[0]), _matrix(group, steps[-1])
-        gain = paired_difference(last, first, cfg.bootstrap, cfg.level)
         epr = pd.concat([r.history[["step", "effective_prompt_ratio"]] for r in group])
         epr_curve = epr.groupby("step")["effective_prompt_ratio"].mean()
         out[name] = {
@@ -291,19 +397,20 @@ def summarise(
             "probe_rollouts": group[0].probe_rollouts,
             "curve": curve,
             "final": curve[-1],
-            "gain": gain,
-            "gain_exceeds_interval": bool(gain["ci"][0] > 0),
+            "gain": paired_test(last, first, cfg.level, poi_reps=0),
             "effective_prompt_ratio": {
                 "mean": float(epr["effective_prompt_ratio"].mean()),
                 "per_step": [[int(s) + 1, float(v)] for s, v in epr_curve.items()],
             },
             "arms": arm_table(group, arm_solve_rates or {}) if group[0].arm_picks else [],
         }
+    scores = {name: scores_of(entry) for name, entry in out.items()}
+    tests = seed_level(scores, cfg.level, cfg.bootstrap, pairs=[parse_pair(p) for p in cfg.pairs])
+    for name, test in tests["vs_baseline"].items():
+        out[name]["vs_uniform"] = test
     if BASELINE in out:
-        base_group = by_strategy[BASELINE]
         base_final = out[BASELINE]["final"]
-        for name, group in by_strategy.items():
-            entry = out[name]
+        for entry in out.values():
             steps = [p["step"] for p in entry["curve"]]
             means = [p["mean"] for p in entry["curve"]]
             hit = reach(steps, means, base_final["mean"])
@@ -312,19 +419,55 @@ def summarise(
                 "step": hit,
                 "rollouts": next((p["rollouts"] for p in entry["curve"] if p["step"] == hit), None),
             }
-            if name == BASELINE:
-                continue
-            if [r.seed for r in group] != [r.seed for r in base_group]:
-                entry["vs_uniform"] = None  # not paired: other seeds
-                continue
-            final_step = min(steps[-1], base_final["step"])
-            entry["vs_uniform"] = {
-                "step": final_step,
-                **paired_difference(
-                    _matrix(group, final_step),
-                    _matrix(base_group, final_step),
-                    cfg.bootstrap,
-                    cfg.level,
-                ),
-            }
-    return out
+    return out, tests["pairs"]
+
+
+def analyse_report(
+    report: dict[str, Any],
+    level: float | None = None,
+    reps: int | None = None,
+    pairs: list[tuple[str, str]] | None = None,
+    baseline: str = BASELINE,
+) -> dict[str, Any]:
+    """The seed-level statistics of a saved ``compare-strategies`` report, recomputed from its
+    checks: per strategy its final accuracy with a seed-level interval, its gain over its first
+    check and ``vs_uniform`` (the test against ``baseline``), and each named pair. Reports
+    written before question-level correctness was kept (no ``correct`` in their checks) are
+    tested on per-seed accuracies alone, which leaves the question set's sampling error out
+    (said in ``question_level``)."""
+    if not isinstance(report.get("strategies"), dict) or not report["strategies"]:
+        raise ValueError("not a compare-strategies report: no 'strategies' mapping")
+    saved = report.get("settings", {})
+    level = level if level is not None else float(saved.get("level", 0.95))
+    reps = reps if reps is not None else int(saved.get("bootstrap", 2000))
+    entries = report["strategies"]
+    for name, entry in entries.items():
+        for key in ("seeds", "curve"):
+            if key not in entry:
+                raise ValueError(f"strategies.{name}: no '{key}'")
+    if baseline not in entries:
+        raise ValueError(f"no {baseline!r} strategy to compare against (has: {', '.join(entries)})")
+    scores = {name: scores_of(entry) for name, entry in entries.items()}
+    tests = seed_level(scores, level, reps, baseline, pairs)
+    out: dict[str, Any] = {}
+    for name, entry in entries.items():
+        first, final = (
+            np.vstack([scores[name][int(point["step"])][s] for s in entry["seeds"]])
+            for point in (entry["curve"][0], entry["curve"][-1])
+        )
+        out[name] = {
+            "seeds": entry["seeds"],
+            "step": int(entry["curve"][-1]["step"]),
+            "accuracy": {"mean": float(final.mean()), "ci": mean_test(final, level)["ci"]},
+            "gain": paired_test(final, first, level, poi_reps=0),
+            "question_level": all(bool(p.get("correct")) for p in entry["curve"]),
+        }
+        if name != baseline:
+            out[name]["vs_uniform"] = tests["vs_baseline"][name]
+    return {
+        "baseline": baseline,
+        "level": level,
+        "settings": saved,
+        "strategies": out,
+        "pairs": tests["pairs"],
+    }

@@ -380,8 +380,8 @@ CURVE_AXES = (
 
 def plot_strategy_curves(summary: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """Held-out accuracy of every strategy against steps, rollouts, unique questions and wall
-    time (line: mean over seeds; band: the bootstrap interval), and the effective prompt ratio
-    per step."""
+    time (line: mean over seeds; band: the seed-level interval, none with one seed), and the
+    effective prompt ratio per step."""
     colours = _palette("tab10")
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     flat = axes.ravel()
@@ -389,12 +389,13 @@ def plot_strategy_curves(summary: dict[str, Any], path: str | Path, title: str =
         colour = colours[i % 10]
         curve = entry["curve"]
         mean = np.array([p["mean"] for p in curve])
-        lo = np.array([p["ci"][0] for p in curve])
-        hi = np.array([p["ci"][1] for p in curve])
+        banded = all(p["ci"] is not None for p in curve)
         for ax, (key, _) in zip(flat[:4], CURVE_AXES, strict=True):
             x = np.array([p[key] for p in curve], dtype=float)
             ax.plot(x, mean, marker="o", color=colour, label=f"{name} ({len(entry['seeds'])})")
-            ax.fill_between(x, lo, hi, color=colour, alpha=0.15)
+            if banded:
+                lo, hi = np.array([p["ci"] for p in curve], dtype=float).T
+                ax.fill_between(x, lo, hi, color=colour, alpha=0.15)
         epr = np.array(entry["effective_prompt_ratio"]["per_step"], dtype=float)
         if len(epr):
             flat[4].plot(epr[:, 0], epr[:, 1], color=colour, label=name)

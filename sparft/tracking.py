@@ -267,6 +267,16 @@ def log_headline(params: Params, summaries: Mapping[str, Mapping[str, Any]], wal
     mlflow.log_metrics({**headline_metrics(summaries), "wall_s": wall_s})
 
 
+def log_preflight(run: Any, payload: Mapping[str, Any]) -> None:
+    """A flow's preflight checks on its run: ``preflight.json`` (every check) and the tag
+    ``preflight.warnings`` (how many warned), by run id, whichever run is active now."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.log_dict(run.info.run_id, dict(payload), "preflight.json")
+    client.set_tag(run.info.run_id, "preflight.warnings", str(len(payload["warnings"])))
+
+
 def _strategy(params: Mapping[str, str]) -> str:
     curriculum = params.get("train.curriculum", "?")
     allocation = params.get("train.allocation", "auto")

@@ -17,8 +17,10 @@ from conftest import cli_env, fake_vllm_python
 from sparft.comparison import (
     CompareConfig,
     RunCurve,
+    analyse_report,
     bootstrap_means,
-    paired_difference,
+    compare_scores,
+    parse_pair,
     reach,
     strategy_overrides,
     summarise,
@@ -43,6 +45,10 @@ def test_strategies_are_overrides_with_modifiers() -> None:
     assert overrides["train.precision"] == "bf16-mixed" and not probe
     p = load_params(ROOT / "params.yaml", as_overrides(overrides))
     assert p.train.precision == "bf16-mixed"
+    overrides, probe = strategy_overrides("uniform+subset")  # the subset's effect alone
+    assert overrides == {"train.curriculum": "uniform", "train.data": "subset"} and probe
+    overrides, _ = strategy_overrides("sparft+full")  # the bandit's effect alone
+    assert overrides["train.curriculum"] == "sparft" and overrides["train.data"] == "full"
     with pytest.raises(ValueError, match="unknown strategy 'grpo'"):
         strategy_overrides("grpo")
     with pytest.raises(ValueError, match="unknown modifier 'fast'"):
@@ -101,19 +107,60 @@ def test_variants_go_seed_by_seed(tmp_path: Path) -> None:
     assert {"train.seed=1", "bandit.seed=1", "train.heldout.every=2"} <= set(planned[3][1])
 
 
-def test_paired_difference_on_known_answers() -> None:
+def test_compare_scores_at_every_common_check_over_common_seeds() -> None:
     rng = np.random.default_rng(1)
-    b = (rng.random((3, 200)) < 0.3).astype(float)
-    same = paired_difference(b, b.copy(), 500, 0.95)
-    assert same["difference"] == 0 and same["ci"] == [0.0, 0.0] and same["share_ahead"] == 0
-    a = b.copy()
-    a[:, :60] = 1.0  # a solves the first 60 questions in every seed, b solves them at 0.3
-    gained = float((a - b).mean())
-    out = paired_difference(a, b, 2000, 0.95)
+    b = {step: {s: (rng.random(200) < 0.3).astype(float) for s in range(8)} for step in (0, 4)}
+    same = compare_scores(b, b, reps=200)
+    assert same is not None and same["difference"] == 0 and same["ci"] == [0.0, 0.0]
+    assert same["verdict"] == "not separable" and same["p_value"] == 1.0
+    a = {step: {s: row.copy() for s, row in seeds.items()} for step, seeds in b.items()}
+    for row in a[4].values():
+        row[:60] = 1.0  # a solves the first 60 questions in every seed at step 4
+    a[4].pop(7)  # a seed only b ran is left out of the pairing
+    out = compare_scores(a, b, reps=200)
+    assert out is not None and out["step"] == 4 and out["seeds"] == list(range(7))
+    gained = float(np.mean([(a[4][s] - b[4][s]).mean() for s in range(7)]))
     assert out["difference"] == pytest.approx(gained)
-    assert 0 < out["ci"][0] < gained < out["ci"][1] and out["share_ahead"] == 1.0
-    with pytest.raises(ValueError, match="differ in shape"):
-        paired_difference(a, b[:2], 10, 0.95)
+    assert 0 < out["ci"][0] < gained < out["ci"][1]
+    assert out["p_value"] == pytest.approx(2 / 2**7) and out["verdict"] == "ahead"
+    assert out["probability_of_improvement"] == 1.0
+    assert [t["step"] for t in out["by_step"]] == [0, 4]
+    assert out["by_step"][0]["verdict"] == "not separable"
+    assert compare_scores(a, {8: b[4]}) is None  # no common check
+
+
+def test_pairs_are_strategy_names_separated_by_a_colon() -> None:
+    assert parse_pair("sparft:uniform+subset") == ("sparft", "uniform+subset")
+    with pytest.raises(ValueError, match="want STRATEGY:STRATEGY"):
+        parse_pair("sparft-uniform")
+    with pytest.raises(ValueError, match=r"not in compare\.strategies"):
+        CompareConfig(strategies=["uniform"], pairs=["sparft:uniform"])
+    with pytest.raises(ValueError, match="unknown strategy"):
+        CompareConfig(pairs=["bogus:uniform"])
+
+
+def test_analyse_recomputes_a_saved_report_without_question_data() -> None:
+    report = json.loads((ROOT / "benchmarks/results/compare_all_8steps.json").read_text())
+    out = analyse_report(report, pairs=[("sparft", "dots")])
+    assert out["level"] == 0.95 and out["baseline"] == "uniform"
+    uniform = out["strategies"]["uniform"]
+    assert "vs_uniform" not in uniform and uniform["question_level"] is False
+    for name, entry in out["strategies"].items():
+        if name == "uniform":
+            continue
+        vs = entry["vs_uniform"]
+        # 3 seeds: the sign-flip test cannot go below p = 0.25, so nothing is separable
+        assert vs["verdict"] == "not separable" and vs["p_value"] >= 0.25
+        assert vs["ci"][0] < 0 < vs["ci"][1] and vs["mde"] > 0.3
+        assert vs["seeds_needed"]["0.05"] >= 6 and vs["n_seeds"] == 3
+    sparft = out["strategies"]["sparft"]["vs_uniform"]
+    assert sparft["difference"] == pytest.approx(-0.234375)
+    assert sparft["ci"] == pytest.approx([-0.69, 0.22], abs=0.01)  # the paired t
+    assert out["pairs"]["sparft vs dots"]["verdict"] == "not separable"
+    with pytest.raises(ValueError, match="no 'strategies'"):
+        analyse_report({"strategy": "sparft"})
+    with pytest.raises(ValueError, match="no 'uniform' strategy"):
+        analyse_report({"strategies": {"sparft": report["strategies"]["sparft"]}})
 
 
 def test_bootstrap_interval_covers_the_mean_and_widens_with_fewer_questions() -> None:
@@ -155,14 +202,21 @@ def test_summarise_pairs_against_uniform() -> None:
         *[_run("uniform", s, [0.2, 0.25, 0.3], {}) for s in (0, 1)],
         *[_run("sparft", s, [0.2, 0.3, 0.5], {"0": 3, "1": 7}) for s in (0, 1)],
     ]
-    out = summarise(runs, CompareConfig(bootstrap=300), {"0": 0.1, "1": 0.5})
+    out, pairs = summarise(runs, CompareConfig(bootstrap=300), {"0": 0.1, "1": 0.5})
     uniform, sparft = out["uniform"], out["sparft"]
+    assert pairs == {}
     assert [p["mean"] for p in uniform["curve"]] == pytest.approx([0.2, 0.25, 0.3])
     assert sparft["final"]["rollouts"] == 80 + 64  # the probe's rollouts counted
     assert uniform["final"]["rollouts"] == 80
     assert sparft["vs_uniform"]["difference"] == pytest.approx(0.2)
-    assert sparft["vs_uniform"]["ci"][0] > 0  # 20 more questions solved in every seed
-    assert sparft["gain"]["difference"] == pytest.approx(0.3) and sparft["gain_exceeds_interval"]
+    vs = sparft["vs_uniform"]
+    assert vs["ci"][0] > 0  # 20 more questions solved in every seed: the question term's width
+    assert vs["verdict"] == "not separable" and vs["p_value"] == 0.5  # but 2 seeds prove nothing
+    # 100 questions of which 20 differ: the question set alone keeps the MDE above 5 points,
+    # so no number of seeds reaches it (more held-out questions would)
+    assert vs["min_p_value"] == 0.5 and vs["seeds_needed"]["0.05"] is None
+    assert sparft["final"]["correct"][0] == "1" * 50 + "0" * 50
+    assert sparft["gain"]["difference"] == pytest.approx(0.3) and sparft["gain"]["ci"][0] > 0
     assert sparft["reach_uniform_final"] == {"target": 0.3, "step": 5, "rollouts": 40 + 64}
     assert uniform["reach_uniform_final"]["step"] == 10
     assert [a["share"] for a in sparft["arms"]] == [0.3, 0.7]
@@ -171,9 +225,33 @@ def test_summarise_pairs_against_uniform() -> None:
     assert "vs_uniform" not in uniform and uniform["arms"] == []
 
 
+def test_table_metrics_tags_and_caption_carry_the_verdict() -> None:
+    from flows.compare_strategies import (
+        strategy_metrics,
+        table_rows,
+        verdict_caption,
+        verdict_tags,
+    )
+
+    runs = [
+        *[_run("uniform", s, [0.2, 0.3], {}) for s in range(6)],
+        *[_run("sparft+full", s, [0.2, 0.3 + 0.01 * (s + 1)], {}) for s in range(6)],
+    ]
+    summary, _ = summarise(runs, CompareConfig(bootstrap=100))
+    vs = summary["sparft+full"]["vs_uniform"]
+    assert vs["verdict"] == "ahead" and vs["p_value"] == pytest.approx(2 / 64)
+    row = next(r for r in table_rows(summary) if r["strategy"] == "sparft+full")
+    assert row["verdict"] == "ahead" and row["mde"] == round(vs["mde"], 4)
+    metrics = strategy_metrics(summary)
+    assert metrics["sparft_plus_full.vs_uniform_p"] == vs["p_value"]
+    assert metrics["sparft_plus_full.mde"] == vs["mde"]
+    assert verdict_tags(summary) == {"sparft_plus_full.verdict": "ahead"}
+    assert "sparft+full: ahead (p=0.03" in verdict_caption(summary, 0.95)
+
+
 def test_summarise_refuses_unpaired_or_missing_checks() -> None:
     runs = [_run("uniform", 0, [0.2, 0.3], {}), _run("sparft", 1, [0.2, 0.3], {})]
-    assert summarise(runs, CompareConfig(bootstrap=100))["sparft"]["vs_uniform"] is None
+    assert summarise(runs, CompareConfig(bootstrap=100))[0]["sparft"]["vs_uniform"] is None
     with pytest.raises(ValueError, match="seed repeated"):
         summarise([_run("uniform", 0, [0.2], {})] * 2, CompareConfig(bootstrap=100))
 
@@ -312,6 +390,7 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
             assert point["ci"][0] <= point["mean"] <= point["ci"][1]
     assert uniform["probe_rollouts"] == 0 and sparft["probe_rollouts"] == 9 * 2
     assert sparft["vs_uniform"]["step"] == 2 and len(sparft["arms"]) == 3
+    assert sparft["vs_uniform"]["verdict"] == "not separable" and report["pairs"] == {}
     assert sum(a["picks"] for a in sparft["arms"]) == 2 * 2  # one arm per step, two seeds
     assert (root / "data/compare/strategies.png").stat().st_size > 0
     caches = list((root / "data/compare/heldout-cache").iterdir())
@@ -331,6 +410,8 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     parent = parents.iloc[0]
     assert parent["params.strategies"] == "uniform sparft"
     assert parent["metrics.sparft.vs_uniform"] == pytest.approx(sparft["vs_uniform"]["difference"])
+    assert parent["metrics.sparft.vs_uniform_p"] == pytest.approx(sparft["vs_uniform"]["p_value"])
+    assert parent["tags.sparft.verdict"] == "not separable"
     pipeline = runs[runs["tags.mlflow.runName"] == "pipeline"]
     assert pipeline["params.model"].eq(str(tiny_lm_dir)).all()
     assert pipeline["metrics.probe_rollouts"].eq(18).all()
@@ -382,3 +463,27 @@ def test_compare_strategies_checks_through_one_shared_server(
     curve = report["strategies"]["uniform"]["curve"]
     assert [p["step"] for p in curve] == [0, 1, 2]
     assert len({p["mean"] for p in curve}) == 1  # the stand-in answers 4, whatever the weights
+
+
+def test_analyse_command_writes_the_verdicts(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sparft.cli import app
+
+    report = ROOT / "benchmarks/results/compare_all_8steps.json"
+    out = tmp_path / "out.json"
+    done = CliRunner().invoke(
+        app, ["analyse", str(report), "--json", str(out), "--pair", "sparft:dots"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "per-seed accuracies only" in " ".join(done.output.split())
+    written = json.loads(out.read_text())
+    assert written["source"] == str(report)
+    for name, entry in written["strategies"].items():
+        if name != "uniform":
+            assert set(entry["vs_uniform"]) >= {"difference", "ci", "p_value", "verdict", "mde"}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"strategies": {"sparft": {"seeds": [0]}}}')
+    done = CliRunner().invoke(app, ["analyse", str(bad)])
+    assert done.exit_code == 2 and "strategies.sparft: no 'curve'" in done.output
+    assert str(bad) in done.output.replace("\n", "")

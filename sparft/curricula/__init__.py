@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from sparft.curricula.allocation import Allocator, check_budget
+from sparft.checks import Check
+from sparft.curricula.allocation import Allocator, allocation_checks, check_budget
 from sparft.curricula.base import Assignment, Curriculum, Group
 from sparft.curricula.cures import CuresCurriculum
 from sparft.curricula.dots import DotsCurriculum
@@ -28,13 +29,31 @@ CURRICULA: dict[str, tuple[type[Curriculum], str | None]] = {
     "dots": (DotsCurriculum, "dots"),
 }
 
-__all__ = ["CURRICULA", "Assignment", "Curriculum", "Group", "make_curriculum", "needs_column"]
+__all__ = [
+    "CURRICULA",
+    "Assignment",
+    "Curriculum",
+    "Group",
+    "make_curriculum",
+    "needs_column",
+    "preflight_checks",
+]
 
 
 def needs_column(name: str, params: Any) -> str | None:
     """The frame column curriculum ``name`` needs under ``params`` (``cluster``, say), if any."""
     cls, section = CURRICULA[name]
     return cls.needs_column(getattr(params, section) if section else None)
+
+
+def preflight_checks(name: str, params: Any, probe: pd.DataFrame | None) -> list[Check]:
+    """What curriculum ``name`` and the allocator ``params`` give it declare must hold before
+    training (``Curriculum.preflight``, ``allocation.ALLOCATION_CHECKS``)."""
+    if name not in CURRICULA:
+        raise ValueError(f"unknown curriculum {name!r} (allowed: {', '.join(CURRICULA)})")
+    cls, _ = CURRICULA[name]
+    method = cls.allocation_method(params.train)
+    return [*cls.preflight(params, probe), *allocation_checks(method, params, probe)]
 
 
 def make_curriculum(name: str, frame: pd.DataFrame, params: Any) -> Curriculum:
@@ -46,7 +65,7 @@ def make_curriculum(name: str, frame: pd.DataFrame, params: Any) -> Curriculum:
     cls, section = CURRICULA[name]
     train = params.train
     curriculum = cls(frame, getattr(params, section) if section else None, train.seed)
-    method = cls.default_allocation if train.allocation == "auto" else train.allocation
+    method = cls.allocation_method(train)
     budget = train.prompts_per_step * train.num_generations
     check_budget(method, params.allocation, train.prompts_per_step, train.num_generations, budget)
     curriculum.allocator = Allocator(method, params.allocation, train.num_generations)

@@ -16,13 +16,17 @@ prompts are trained on and how many rollouts each gets.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from sparft.checks import Check, ok, warn
 from sparft.curricula.base import Curriculum, Group
+
+if TYPE_CHECKING:
+    from sparft.config import Params
 
 
 class CuresConfig(BaseModel):
@@ -45,6 +49,32 @@ class CuresCurriculum(Curriculum):
     """Samples prompts by their posterior informativeness; rollouts by the variance allocator."""
 
     default_allocation = "variance"
+
+    @classmethod
+    def preflight(cls, params: Params, probe: pd.DataFrame | None) -> list[Check]:
+        """CurES's posteriors start from the probe's answers (its initial rollouts), and its
+        rollouts follow the variance allocator (whose own check is the allocator's)."""
+        method = cls.allocation_method(params.train)
+        checks = [
+            ok("cures allocation", "variance")
+            if method == "variance"
+            else warn(
+                "cures allocation",
+                f"train.allocation={method}: CurES's rollouts follow the variance allocator",
+                {"train.allocation": "auto"},
+            )
+        ]
+        if params.probe.source == "label":
+            checks.append(
+                warn(
+                    "cures probe answers",
+                    "probe.source=label gives no answers: every posterior starts at Beta(1, 1)",
+                    {"probe.source": "model"},
+                )
+            )
+        else:
+            checks.append(ok("cures probe answers", f"probe.k={params.probe.k} answers each"))
+        return checks
 
     def __init__(self, frame: pd.DataFrame, cfg: CuresConfig, seed: int = 0) -> None:
         super().__init__(frame, seed=seed)

@@ -15,14 +15,18 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from sparft.checks import Check
 from sparft.curricula.base import Curriculum, Group, shuffled
-from sparft.curricula.sparft import arm_members
+from sparft.curricula.sparft import arm_members, arm_pulls_check
+
+if TYPE_CHECKING:
+    from sparft.config import Params
 
 
 class DumpConfig(BaseModel):
@@ -43,6 +47,13 @@ class DumpCurriculum(Curriculum):
     @classmethod
     def needs_column(cls, cfg: Any) -> str | None:
         return str(cfg.arms)
+
+    @classmethod
+    def preflight(cls, params: Params, probe: pd.DataFrame | None) -> list[Check]:
+        """Enough arm draws for the UCB scores to rest on observations: DUMP draws an arm for
+        every prompt, so a run pulls ``max_steps x prompts_per_step`` arms."""
+        per_step = params.train.prompts_per_step
+        return [arm_pulls_check(params, params.dump.arms, probe, per_step)]
 
     def __init__(self, frame: pd.DataFrame, cfg: DumpConfig, seed: int = 0) -> None:
         super().__init__(frame, seed=seed)

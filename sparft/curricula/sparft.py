@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from sparft.bandit import Bandit, BanditConfig, make_bandit
+from sparft.bandit import Bandit, BanditConfig, make_bandit, reward_range
+from sparft.checks import Check, ok, pending, warn
 from sparft.curricula.base import Curriculum, Group, shuffled
+
+if TYPE_CHECKING:
+    from sparft.config import Params
+
+# a bandit needs some pulls of every arm before its estimates, not its exploration, choose
+PULLS_PER_ARM = 3
 
 
 def arm_members(frame: pd.DataFrame, column: str, method: str) -> tuple[list[Any], list[list[str]]]:
@@ -30,12 +37,77 @@ def arm_members(frame: pd.DataFrame, column: str, method: str) -> tuple[list[Any
     return labels, [ids[frame[column] == label].tolist() for label in labels]
 
 
+def arm_count(params: Params, column: str, probe: pd.DataFrame | None) -> tuple[int | None, str]:
+    """How many arms a curriculum over ``column`` will have, and where that comes from: the
+    current cluster (or load) stage's output joined onto the probe's rows, else ``cluster.k``
+    for k-means; None (with when it will be known) for HDBSCAN before the cluster stage."""
+    if probe is not None and column in probe:
+        return int(probe[column].nunique()), f"{column}s in the data"
+    if column == "cluster" and params.cluster.method == "kmeans":
+        return params.cluster.k, "cluster.k"
+    return None, "known after the cluster stage" if column == "cluster" else "known after load"
+
+
+def arm_pulls_check(
+    params: Params, column: str, probe: pd.DataFrame | None, per_step: int = 1
+) -> Check:
+    """Fewer than ``PULLS_PER_ARM`` pulls per arm over the run: the bandit has barely finished
+    trying every arm when training ends. ``per_step`` is the arms pulled per step (DUMP draws
+    one per prompt)."""
+    name = "arm pulls"
+    arms, where = arm_count(params, column, probe)
+    if arms is None:
+        return pending(name, where)
+    steps = params.train.max_steps
+    pulls, need = steps * per_step, PULLS_PER_ARM * arms
+    if pulls >= need:
+        return ok(name, f"{pulls} pulls over {arms} arms ({where})")
+    steps_needed = math.ceil(need / per_step)
+    fewer = pulls // PULLS_PER_ARM  # the arms these pulls can afford (a bandit needs two)
+    kmeans = column == "cluster" and params.cluster.method == "kmeans"
+    alternative = f"; or cluster.k={fewer}" if kmeans and fewer >= 2 else ""
+    return warn(
+        name,
+        f"{pulls} arm pulls (train.max_steps={steps}"
+        + (f" x {per_step} prompts" if per_step > 1 else "")
+        + f") over {arms} arms ({where}): fewer than {PULLS_PER_ARM} per arm, so the choices are"
+        f" mostly the bandit trying unpulled arms{alternative}",
+        {"train.max_steps": steps_needed},
+    )
+
+
+def prior_check(cfg: BanditConfig) -> Check:
+    """Thompson sampling with a prior mean at or above the best reward an arm can give: every
+    unpulled arm's posterior mean beats every pulled arm's, so the bandit tries all arms before
+    it exploits any (and an arm whose rewards are all at the top never falls behind one not yet
+    tried)."""
+    name = "bandit prior"
+    if cfg.algorithm != "thompson":
+        return ok(name, f"{cfg.algorithm} has no prior mean")
+    low, high = reward_range(cfg)
+    if cfg.prior_mean < high:
+        return ok(name, f"bandit.prior_mean={cfg.prior_mean:g} below the best reward {high:g}")
+    return warn(
+        name,
+        f"bandit.prior_mean={cfg.prior_mean:g} is at or above the best reward an arm can give "
+        f"({high:g}; bandit.reward={cfg.reward} gives rewards in [{low:g}, {high:g}]): every "
+        "unpulled arm outranks every pulled one",
+        {"bandit.prior_mean": (low + high) / 2},
+    )
+
+
 class SparftCurriculum(Curriculum):
     """A bandit over the clusters of the cluster stage; one cluster per step."""
 
     @classmethod
     def needs_column(cls, cfg: Any) -> str | None:
         return "cluster"
+
+    @classmethod
+    def preflight(cls, params: Params, probe: pd.DataFrame | None) -> list[Check]:
+        """Enough steps for every arm to be pulled a few times, and a Thompson prior that does
+        not rank every unpulled arm above the best arm there can be."""
+        return [arm_pulls_check(params, "cluster", probe), prior_check(params.bandit)]
 
     def __init__(self, frame: pd.DataFrame, cfg: BanditConfig, seed: int = 0) -> None:
         super().__init__(frame, seed=seed)

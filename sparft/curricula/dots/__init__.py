@@ -18,16 +18,22 @@ with any curriculum; DOTS+RR is ``train.curriculum: dots`` with ``replay.enabled
 
 from __future__ import annotations
 
+import math
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from sparft.checks import Check, ok, pending, warn
 from sparft.curricula.base import Curriculum
 
+if TYPE_CHECKING:
+    from sparft.config import Params
+
 EMBEDDING = "embedding"
+MIN_REFERENCES = 32  # below this the recalibration line rests on a handful of noisy rates
 
 
 class DotsConfig(BaseModel):
@@ -69,6 +75,39 @@ def recalibrate(predicted: np.ndarray, measured: np.ndarray) -> tuple[float, flo
         return 0.0, 1.0
     slope = float(np.cov(predicted, measured, bias=True)[0, 1] / predicted.var())
     return float(measured.mean() - slope * predicted.mean()), slope
+
+
+def effective_questions(rates: np.ndarray, alpha: float, tau: float) -> float:
+    """How many questions DOTS's draw really chooses between: exp(entropy) of
+    ``softmax(-|rates - alpha| / tau)`` (n for a uniform draw, 1 for a single question)."""
+    rates = np.asarray(rates, dtype=float)
+    rates = rates[np.isfinite(rates)]
+    if rates.size == 0:
+        return 0.0
+    logits = -np.abs(rates - alpha) / tau
+    w = np.exp(logits - logits.max())
+    p = w / w.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def tau_for(rates: np.ndarray, alpha: float, tau: float, needed: float) -> float | None:
+    """The smallest ``tau`` (two significant figures, at least ``tau``) whose draw has at least
+    ``needed`` effective questions; None when even a near-uniform draw has fewer. The effective
+    number rises with tau, so a bisection on log(tau) finds it."""
+    low, high = math.log(tau), math.log(1e6)
+    if effective_questions(rates, alpha, math.exp(high)) + 1e-6 < needed:
+        return None
+    for _ in range(60):
+        mid = (low + high) / 2
+        if effective_questions(rates, alpha, math.exp(mid)) + 1e-6 < needed:
+            low = mid
+        else:
+            high = mid
+    value = math.exp(high)
+    digits = 1 - math.floor(math.log10(value))
+    rounded = math.ceil(value * 10**digits) / 10**digits
+    return max(tau, round(rounded, digits + 1))
 
 
 class DotsCurriculum(Curriculum):
@@ -153,6 +192,47 @@ class DotsCurriculum(Curriculum):
     @classmethod
     def needs_column(cls, cfg: Any) -> str | None:
         return EMBEDDING
+
+    @classmethod
+    def preflight(cls, params: Params, probe: pd.DataFrame | None) -> list[Check]:
+        """Enough references for the recalibration, and enough distinct questions near alpha
+        for the ``every x prompts_per_step`` prompts trained on between re-estimates; the
+        probe's solve rates stand in for the predictor's until training has started."""
+        cfg, per_step = params.dots, params.train.prompts_per_step
+        checks = [
+            ok("dots references", f"dots.reference_questions={cfg.reference_questions}")
+            if cfg.reference_questions >= MIN_REFERENCES
+            else warn(
+                "dots references",
+                f"dots.reference_questions={cfg.reference_questions} < {MIN_REFERENCES}: the "
+                "predictor's references and its recalibration rest on too few solve rates",
+                {"dots.reference_questions": MIN_REFERENCES},
+            )
+        ]
+        name = "dots questions"
+        if probe is None or "solve_rate" not in probe:
+            return [*checks, pending(name)]
+        rates = probe["solve_rate"].to_numpy(dtype=float)
+        needed = cfg.every * per_step
+        found = effective_questions(rates, cfg.alpha, cfg.tau)
+        if found + 1e-6 >= needed:
+            return [*checks, ok(name, f"{found:.1f} effective questions >= {needed} per window")]
+        every = min(cfg.every, max(1, int(rates.size // per_step)))
+        tau = tau_for(rates, cfg.alpha, cfg.tau, every * per_step)
+        fix: dict[str, Any] = {} if tau is None else {"dots.tau": tau}
+        if tau is not None and every != cfg.every:
+            fix["dots.every"] = every
+        return [
+            *checks,
+            warn(
+                name,
+                f"softmax(-|p - dots.alpha| / dots.tau) over the probe's solve rates has "
+                f"{found:.1f} effective questions (alpha={cfg.alpha:g}, tau={cfg.tau:g}), fewer "
+                f"than the {needed} prompts trained on per re-estimate window (dots.every="
+                f"{cfg.every} x train.prompts_per_step={per_step}): the same questions repeat",
+                fix,
+            ),
+        ]
 
     def _method_state(self) -> dict[str, Any]:
         return {
