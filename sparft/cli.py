@@ -505,6 +505,34 @@ def dvc_yaml(
     console.print(f"wrote {out}" + (" (unchanged)" if current == text else ""), soft_wrap=True)
 
 
+@app.command("docs-reference")
+def docs_reference(
+    root: Annotated[
+        Path, typer.Option(help="Project folder; the files go to its docs/reference.")
+    ] = Path("."),
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if a file differs; write nothing.")
+    ] = False,
+) -> None:
+    """Write docs/reference/cli.md and docs/reference/params.md from the typer app and the
+    config classes (every command with its options; every params key with its type, default,
+    constraints and description)."""
+    from sparft.reference import FILES, REFERENCE_DIR, REGENERATE, stale, write_reference
+
+    if check:
+        outdated = stale(root)
+        for rel in outdated:
+            console.print(f"{root / rel} is not current: run {REGENERATE}", soft_wrap=True)
+        if outdated:
+            raise typer.Exit(1)
+        console.print(f"{root / REFERENCE_DIR} is current", soft_wrap=True)
+        return
+    written = write_reference(root)
+    for rel in FILES:
+        note = "" if rel in written else " (unchanged)"
+        console.print(f"wrote {root / rel}{note}", soft_wrap=True)
+
+
 @app.command("eval")
 def eval_(
     model: Annotated[
