@@ -16,10 +16,8 @@ with machine load.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -37,19 +35,14 @@ from sparft.evaluation import EvalReport, EvaluateConfig, evaluate, load_benchma
 from sparft.generation import HFBackend, encode_prompts
 from sparft.models import load_causal_lm
 from sparft.prompts import build_messages
+from sparft.testing import load_script
 
 console = Console()
 
 
 def _generation_benchmark() -> ModuleType:
     """``benchmarks/generation.py``, for its plain ``model.generate`` loop and ``Measurement``."""
-    path = Path(__file__).with_name("generation.py")
-    spec = importlib.util.spec_from_file_location("_generation_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path(__file__).with_name("generation.py"), "_generation_benchmark")
 
 
 def run_evaluation(

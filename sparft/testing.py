@@ -1,12 +1,15 @@
 """Small things tests and benchmarks share: pipeline settings small enough for a run on a tiny
-model, and that tiny model (a 2-layer Llama with a byte-level BPE tokenizer trained on the
-spot), built from a config with nothing downloaded."""
+model, that tiny model (a 2-layer Llama with a byte-level BPE tokenizer trained on the spot),
+built from a config with nothing downloaded, and loading a benchmark script as a module."""
 
 from __future__ import annotations
 
+import importlib.util
 import random
+import sys
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from sparft.config import as_overrides
@@ -22,6 +25,18 @@ TINY_SETTINGS: dict[str, dict[str, Any]] = {
     "evaluate": {"max_new_tokens": 8, "limit": 4},
     "compare": {"scale": {}},
 }
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """The script at ``path`` imported as module ``name`` (a benchmark is no package): registered
+    in ``sys.modules`` first, since its dataclasses look their module up while being built."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_project(

@@ -5,7 +5,6 @@ within a Monte Carlo band of the power ``power_of`` predicts. Deterministic (fix
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from sparft.testing import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "statistics.py"
 COMPARISONS = 200
@@ -23,12 +24,7 @@ COMPARISONS = 200
 
 def _load() -> ModuleType:
     # not under the name `statistics`, which is the standard library's
-    spec = importlib.util.spec_from_file_location("benchmark_statistics", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks the module up while it loads
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "benchmark_statistics")
 
 
 calibration = _load()
