@@ -90,8 +90,9 @@ def prior_check(cfg: BanditConfig) -> Check:
     return warn(
         name,
         f"bandit.prior_mean={cfg.prior_mean:g} is at or above the best reward an arm can give "
-        f"({high:g}; bandit.reward={cfg.reward} gives rewards in [{low:g}, {high:g}]): every "
-        "unpulled arm outranks every pulled one",
+        f"({high:g}; bandit.reward={cfg.reward} gives rewards in [{low:g}, {high:g}]): an "
+        "unpulled arm's draw centres at or above every pulled arm's, so Thompson sampling keeps "
+        "trying unpulled arms",
         {"bandit.prior_mean": (low + high) / 2},
     )
 
