@@ -249,6 +249,27 @@ def test_table_metrics_tags_and_caption_carry_the_verdict() -> None:
     assert "sparft+full: ahead (p=0.03" in verdict_caption(summary, 0.95)
 
 
+def test_analyse_of_a_new_report_equals_the_flow_s_own_statistics() -> None:
+    runs = [
+        *[_run("uniform", s, [0.2, 0.3 + 0.02 * s], {}) for s in range(6)],
+        *[_run("dots", s, [0.2, 0.35 + 0.01 * s], {}) for s in range(6)],
+    ]
+    cfg = CompareConfig(bootstrap=100, strategies=["uniform", "dots"], pairs=["dots:uniform"])
+    summary, pairs = summarise(runs, cfg)
+    report = json.loads(
+        json.dumps({"settings": {"level": 0.95, "bootstrap": 100}, "strategies": summary})
+    )
+    out = analyse_report(report, pairs=[("dots", "uniform")])
+    assert out["strategies"]["dots"]["question_level"] is True
+    again, saved = out["strategies"]["dots"]["vs_uniform"], summary["dots"]["vs_uniform"]
+    for key in ("difference", "ci", "p_value", "verdict", "mde", "question_se", "df"):
+        assert again[key] == pytest.approx(saved[key]), key
+    assert out["pairs"]["dots vs uniform"]["ci"] == pytest.approx(pairs["dots vs uniform"]["ci"])
+    assert out["strategies"]["uniform"]["accuracy"]["ci"] == pytest.approx(
+        summary["uniform"]["final"]["ci"]
+    )
+
+
 def test_summarise_refuses_unpaired_or_missing_checks() -> None:
     runs = [_run("uniform", 0, [0.2, 0.3], {}), _run("sparft", 1, [0.2, 0.3], {})]
     assert summarise(runs, CompareConfig(bootstrap=100))[0]["sparft"]["vs_uniform"] is None
