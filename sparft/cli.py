@@ -520,14 +520,14 @@ def docs_reference(
     from sparft.reference import FILES, REFERENCE_DIR, REGENERATE, stale, write_reference
 
     if check:
-        outdated = stale(root)
+        outdated = stale(root, app)
         for rel in outdated:
             console.print(f"{root / rel} is not current: run {REGENERATE}", soft_wrap=True)
         if outdated:
             raise typer.Exit(1)
         console.print(f"{root / REFERENCE_DIR} is current", soft_wrap=True)
         return
-    written = write_reference(root)
+    written = write_reference(root, app)
     for rel in FILES:
         note = "" if rel in written else " (unchanged)"
         console.print(f"wrote {root / rel}{note}", soft_wrap=True)

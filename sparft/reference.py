@@ -310,12 +310,11 @@ def _param_table(command: Any) -> list[str]:
     return _table(("Argument or option", "Type", "Default", "Help"), rows)
 
 
-def cli_reference() -> str:
-    """``docs/reference/cli.md``: every command of ``sparft.cli.app`` with its help and its
-    arguments and options, read from the command objects typer builds (not ``--help`` text)."""
+def cli_reference(app: Any) -> str:
+    """``docs/reference/cli.md``: every command of the typer ``app`` (``sparft.cli.app``, handed
+    in: the library does not import the CLI) with its help and its arguments and options, read
+    from the command objects typer builds (not ``--help`` text)."""
     import typer
-
-    from sparft.cli import app
 
     root = typer.main.get_command(app)
     lines = [
@@ -337,28 +336,28 @@ def cli_reference() -> str:
 # ---------------------------------------------------------------------------- files
 
 
-def generated() -> dict[Path, str]:
+def generated(app: Any) -> dict[Path, str]:
     """The reference files (relative to the project root) and the text each should hold."""
-    return {CLI_FILE: cli_reference(), PARAMS_FILE: params_reference()}
+    return {CLI_FILE: cli_reference(app), PARAMS_FILE: params_reference()}
 
 
 def _differs(path: Path, text: str) -> bool:
     return not path.is_file() or path.read_text(encoding="utf-8") != text
 
 
-def stale(root: str | Path) -> list[Path]:
+def stale(root: str | Path, app: Any) -> list[Path]:
     """The reference files under ``root`` that are missing or differ from what the code
     generates now (paths relative to ``root``)."""
-    return [rel for rel, text in generated().items() if _differs(Path(root) / rel, text)]
+    return [rel for rel, text in generated(app).items() if _differs(Path(root) / rel, text)]
 
 
-def write_reference(root: str | Path) -> list[Path]:
+def write_reference(root: str | Path, app: Any) -> list[Path]:
     """Write the reference files under ``root``, each atomically (``sparft.io.atomic_path``);
     one that is already current is left alone. Returns those written, relative to ``root``."""
     from sparft.io import atomic_path
 
     written = []
-    for rel, text in generated().items():
+    for rel, text in generated(app).items():
         target = Path(root) / rel
         if _differs(target, text):
             with atomic_path(target) as tmp:

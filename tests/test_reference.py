@@ -35,7 +35,7 @@ runner = CliRunner()
 
 
 def test_committed_reference_is_current() -> None:
-    outdated = stale(ROOT)
+    outdated = stale(ROOT, app)
     assert outdated == [], (
         f"{', '.join(map(str, outdated))} differ from what the code generates: run "
         f"`{REGENERATE}` and commit the result"
@@ -94,7 +94,7 @@ def test_every_default_reads_back_as_yaml() -> None:
 
 
 def test_every_command_is_documented() -> None:
-    text = cli_reference()
+    text = cli_reference(app)
     root = typer.main.get_command(app)
 
     def names(command: Any, path: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -222,14 +222,14 @@ def test_commands_render_from_the_command_objects() -> None:
 
 
 def test_check_fails_on_a_stale_copy_and_passes_once_regenerated(tmp_path: Path) -> None:
-    assert stale(tmp_path) == list(FILES)
+    assert stale(tmp_path, app) == list(FILES)
     done = runner.invoke(app, ["docs-reference", "--check", "--root", str(tmp_path)])
     assert done.exit_code == 1
     assert "cli.md is not current" in done.output and REGENERATE in done.output
 
     done = runner.invoke(app, ["docs-reference", "--root", str(tmp_path)])
     assert done.exit_code == 0, done.output
-    assert (tmp_path / CLI_FILE).read_text(encoding="utf-8") == cli_reference()
+    assert (tmp_path / CLI_FILE).read_text(encoding="utf-8") == cli_reference(app)
     assert runner.invoke(app, ["docs-reference", "--check", "--root", str(tmp_path)]).exit_code == 0
 
     params = tmp_path / PARAMS_FILE
@@ -238,6 +238,6 @@ def test_check_fails_on_a_stale_copy_and_passes_once_regenerated(tmp_path: Path)
     done = runner.invoke(app, ["docs-reference", "--check", "--root", str(tmp_path)])
     assert done.exit_code == 1
     assert "params.md is not current" in done.output and "cli.md" not in done.output
-    assert write_reference(tmp_path) == [PARAMS_FILE]
-    assert write_reference(tmp_path) == []
-    assert stale(tmp_path) == []
+    assert write_reference(tmp_path, app) == [PARAMS_FILE]
+    assert write_reference(tmp_path, app) == []
+    assert stale(tmp_path, app) == []
