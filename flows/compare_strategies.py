@@ -27,7 +27,14 @@ from prefect.artifacts import create_table_artifact
 from flows.compare import flow_tags, run_variants, slug
 from flows.preflight import after_probe, compare_setup
 from flows.tasks import working_dir
-from sparft.comparison import BASELINE, CompareConfig, RunCurve, strategy_overrides, summarise
+from sparft.comparison import (
+    BASELINE,
+    CompareConfig,
+    RunCurve,
+    format_interval,
+    strategy_overrides,
+    summarise,
+)
 from sparft.config import ConfigError, Params, as_overrides
 from sparft.io import write_json
 from sparft.stages.cluster import OUT as CLUSTERS
@@ -113,10 +120,6 @@ def read_curves(cfg: CompareConfig, root: Path) -> list[RunCurve]:
     return runs
 
 
-def _interval(ci: list[float] | None) -> str | None:
-    return None if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
-
-
 def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per strategy: final accuracy with its interval, gain over the start, the
     seed-level test against uniform (difference, interval, p, verdict, minimum detectable
@@ -131,11 +134,11 @@ def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "seeds": len(entry["seeds"]),
                 "step": final["step"],
                 "accuracy": round(final["mean"], 4),
-                "ci": _interval(final["ci"]),
+                "ci": format_interval(final["ci"]),
                 "gain": round(gain["difference"], 4),
-                "gain_ci": _interval(gain["ci"]),
+                "gain_ci": format_interval(gain["ci"]),
                 "vs_uniform": None if not vs else round(vs["difference"], 4),
-                "vs_uniform_ci": None if not vs else _interval(vs["ci"]),
+                "vs_uniform_ci": None if not vs else format_interval(vs["ci"]),
                 "p_value": None if not vs else round(vs["p_value"], 4),
                 "verdict": None if not vs else vs["verdict"],
                 "mde": None if not vs or vs["mde"] is None else round(vs["mde"], 4),

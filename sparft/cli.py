@@ -665,7 +665,7 @@ def analyse(
     difference against the baseline with its t interval, exact sign-flip p, probability of
     improvement, verdict, minimum detectable difference and the seeds needed for 3 and 5
     points."""
-    from sparft.comparison import analyse_report, parse_pair
+    from sparft.comparison import analyse_report, format_interval, parse_pair
 
     try:
         report = json.loads(path.read_text())
@@ -691,10 +691,11 @@ def analyse(
     for name, vs, entry in rows:
         acc = entry["accuracy"] if entry else None
         needed = (vs or {}).get("seeds_needed", {})
+        vs_ci = format_interval(vs["ci"], "+.2f") if vs else None
         table.add_row(
             name, str(len(vs["seeds"]) if vs else len((entry or {}).get("seeds", []))),
-            "" if acc is None else f"{acc['mean']:.3f} {_interval(acc['ci'], '.2f')}",
-            "" if vs is None else f"{vs['difference']:+.3f} {_interval(vs['ci'], '+.2f')}",
+            "" if acc is None else f"{acc['mean']:.3f} {format_interval(acc['ci'], '.2f') or ''}",
+            "" if vs is None else f"{vs['difference']:+.3f} {vs_ci or ''}",
             _cell(vs["p_value"] if vs else None, ".3f"),
             _cell((vs or {}).get("p_value_holm"), ".3f"),
             _cell(vs["probability_of_improvement"] if vs else None, ".2f"),
@@ -713,10 +714,6 @@ def analyse(
     if json_out is not None:
         write_json(result, json_out)
         console.print(f"wrote {json_out}")
-
-
-def _interval(ci: list[float] | None, spec: str) -> str:
-    return "" if ci is None else f"[{format(ci[0], spec)}, {format(ci[1], spec)}]"
 
 
 @app.command("compare-strategies")
@@ -750,6 +747,7 @@ def compare_strategies(
     from flows.compare_strategies import OUT, PLOT
     from flows.compare_strategies import compare_strategies as flow
     from flows.preflight import compare_setup
+    from sparft.comparison import format_interval
 
     try:
         scaled, cfg, _ = compare_setup(
@@ -798,7 +796,7 @@ def compare_strategies(
     for name, test in report["pairs"].items():
         if test is not None:
             console.print(
-                f"{name}: {test['difference']:+.3f} {_interval(test['ci'], '+.3f')}, "
+                f"{name}: {test['difference']:+.3f} {format_interval(test['ci']) or ''}, "
                 f"p={test['p_value']:.3f}, {test['verdict']}",
                 highlight=False,
             )

@@ -342,6 +342,11 @@ def seed_level(
     return {"vs_baseline": vs, "pairs": named}
 
 
+def format_interval(ci: list[float] | None, spec: str = "+.3f") -> str | None:
+    """``[lo, hi]`` with both ends in ``spec``; None for no interval (one seed)."""
+    return None if ci is None else f"[{format(ci[0], spec)}, {format(ci[1], spec)}]"
+
+
 def parse_pair(text: str) -> tuple[str, str]:
     """``A:B`` (strategy names hold ``-`` and ``+``, so a colon separates them)."""
     a, sep, b = text.partition(":")

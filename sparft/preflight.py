@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sparft.checks import AFTER_PROBE, Check, ok, pending, warn
-from sparft.comparison import BASELINE, strategy_overrides
+from sparft.comparison import BASELINE, analyse_report, strategy_overrides
 from sparft.config import ConfigError, Params, apply_overrides, as_overrides
 from sparft.curricula import CURRICULA, preflight_checks
 from sparft.seed_stats import mde, min_p_value, min_seeds
@@ -121,26 +121,18 @@ def pool_extremes(params: Params, probe: pd.DataFrame | None) -> Check:
 
 def previous_seed_sd(previous: Mapping[str, Any] | None) -> float | None:
     """The seed-to-seed sd of paired differences against uniform in an earlier comparison
-    report, pooled over its strategies (root mean square): ``vs_uniform.seed_sd`` where the
-    report has it, else from ``curve[*].per_seed`` at the last step both share."""
+    report, pooled over its strategies (root mean square): ``vs_uniform.seed_sd`` as the report
+    saved it, or, for a report written before that field, as ``analyse_report`` recomputes it
+    from the per-seed accuracies."""
     strategies = (previous or {}).get("strategies") or {}
-    base = strategies.get(BASELINE) or {}
-    sds: list[float] = []
-    for name, entry in strategies.items():
-        if name == BASELINE or not isinstance(entry, Mapping):
-            continue
-        vs = entry.get("vs_uniform") or {}
-        if isinstance(vs.get("seed_sd"), int | float):
-            sds.append(float(vs["seed_sd"]))
-            continue
-        if not base or entry.get("seeds") != base.get("seeds") or len(entry["seeds"]) < 2:
-            continue
-        mine = {p["step"]: p["per_seed"] for p in entry.get("curve", [])}
-        theirs = {p["step"]: p["per_seed"] for p in base.get("curve", [])}
-        shared = sorted(set(mine) & set(theirs))
-        if shared:
-            step = shared[-1]
-            sds.append(float(np.std(np.subtract(mine[step], theirs[step]), ddof=1)))
+    tests = [e.get("vs_uniform") for n, e in strategies.items() if n != BASELINE]
+    if not all(isinstance(t, Mapping) and "seed_sd" in t for t in tests):
+        try:
+            analysed = analyse_report(dict(previous or {}), reps=0)["strategies"]
+        except (ValueError, KeyError, TypeError):  # not a comparison report: no spread to use
+            return None
+        tests = [e.get("vs_uniform") for n, e in analysed.items() if n != BASELINE]
+    sds = [float(t["seed_sd"]) for t in tests if t and isinstance(t.get("seed_sd"), int | float)]
     sds = [s for s in sds if math.isfinite(s)]
     return float(math.sqrt(np.mean(np.square(sds)))) if sds else None
 
