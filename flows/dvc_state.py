@@ -44,8 +44,10 @@ class StageSpec:
     outs: tuple[str, ...]  # outs, metrics and plots
 
 
-def code_deps(stage: Stage) -> list[str]:
-    return source_files([stage.module])
+def code_deps(stage: Stage, root: Path | None = None) -> list[str]:
+    """The stage module's import closure, plus the registered methods' own modules it runs
+    that live in the project folder ``root`` (default: the working directory)."""
+    return [*source_files([stage.module]), *stage.method_sources(root or Path.cwd())]
 
 
 def spec_of(stage: Stage, config: Mapping[str, Any]) -> StageSpec:
@@ -55,7 +57,7 @@ def spec_of(stage: Stage, config: Mapping[str, Any]) -> StageSpec:
     except KeyError as err:
         raise ConfigError(f"stage {stage.name}: {err.args[0]}") from err
     deps = tuple(dict.fromkeys([*inputs, *code_deps(stage)]))
-    params = tuple(dict.fromkeys([*stage.params, *stage.template_params()]))
+    params = tuple(dict.fromkeys([*stage.all_params(), *stage.template_params()]))
     return StageSpec(stage.name, deps, params, outs)
 
 
@@ -78,7 +80,7 @@ def render_dvc_yaml() -> str:
         entry: dict[str, Any] = {
             "cmd": f"sparft stage {name}",
             "deps": list(dict.fromkeys([*stage.inputs, *code_deps(stage)])),
-            "params": list(stage.params),
+            "params": list(stage.all_params()),
         }
         if stage.outs:
             entry["outs"] = list(stage.outs)

@@ -486,12 +486,15 @@ def dvc_yaml(
     check: Annotated[
         bool, typer.Option("--check", help="Exit 1 if the file differs; write nothing.")
     ] = False,
+    params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Write dvc.yaml from the stage declarations (deps: the data each stage reads and the
-    source files its module imports)."""
+    source files its module imports). The params file's `methods` list adds the sections and
+    modules of methods of your own to the train stage."""
     from flows.dvc_state import render_dvc_yaml
     from sparft.io import atomic_path
 
+    _params(params, None)
     text = render_dvc_yaml()
     current = out.read_text() if out.is_file() else None
     if check:

@@ -1,12 +1,12 @@
 """Strategy comparison: which data-selection method trains fastest, and what the runs support.
 
-A strategy is a named set of params overrides (``STRATEGIES``). Modifiers change any of them:
-``+knapsack``, ``+variance`` and ``+replay`` add an allocator or rollout replay; ``+fp32``,
-``+bf16-mixed`` and ``+bf16`` set the training precision; ``+subset`` and ``+full`` set the
-training pool, so ``uniform+subset`` and ``sparft+full`` measure the selected subset's effect and
-the bandit's apart. Every strategy trains from the same base model with the same seeds and is
-checked on one fixed held-out set at the same steps (``sparft.heldout``), so runs pair question
-by question and seed by seed. The statistics here:
+A strategy is a named set of params overrides (``STRATEGIES``, from the methods' registry entries).
+Modifiers change any of them: ``+knapsack``, ``+variance`` and ``+replay`` add an allocator or
+rollout replay; ``+fp32``, ``+bf16-mixed`` and ``+bf16`` set the training precision; ``+subset``
+and ``+full`` set the training pool, so ``uniform+subset`` and ``sparft+full`` measure the selected
+subset's effect and the bandit's apart. Every strategy trains from the same base model with the
+same seeds and is checked on one fixed held-out set at the same steps (``sparft.heldout``), so runs
+pair question by question and seed by seed. The statistics here:
 
 - per strategy and check, the mean accuracy over seeds with a seed-level t interval (the
   question set's sampling error included), and a two-level bootstrap ``spread`` (seeds, then
@@ -32,66 +32,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sparft.curricula.registry import STRATEGIES
 from sparft.seed_stats import holm, mean_test, paired_test
 from sparft.train_config import Precision
 
 BASELINE = "uniform"
 
 
-@dataclass(frozen=True)
-class Strategy:
-    """Params overrides of one method, and whether it reads the probe stage's measurements."""
-
-    overrides: dict[str, Any]
-    uses_probe: bool
-    description: str
-
-
-STRATEGIES: dict[str, Strategy] = {
-    "uniform": Strategy(
-        {"train.curriculum": "uniform", "train.data": "full"},
-        False,
-        "plain GRPO, prompts drawn uniformly from every training question",
-    ),
-    "sparft": Strategy(
-        {
-            "train.curriculum": "sparft",
-            "train.data": "subset",
-            "bandit.reward": "negated-solve-rate",
-        },
-        True,
-        "SPaRFT: bandit over clusters of the selected subset, reward 1 - solve rate",
-    ),
-    "sparft-lp": Strategy(
-        {
-            "train.curriculum": "sparft",
-            "train.data": "subset",
-            "bandit.reward": "learning-progress",
-        },
-        True,
-        "SPaRFT with the learning-progress arm reward",
-    ),
-    "cures": Strategy(
-        {"train.curriculum": "cures", "train.data": "full"},
-        True,
-        "CurES: prompts by solve-rate variance, rollouts by variance (auto allocation)",
-    ),
-    "dump": Strategy(
-        {"train.curriculum": "dump", "train.data": "full"},
-        True,
-        "DUMP: UCB over clusters by mean |advantage|",
-    ),
-    "dots": Strategy(
-        {"train.curriculum": "dots", "train.data": "full", "train.replay.enabled": True},
-        True,
-        "DOTS: predicted solve rate near alpha, with rollout replay",
-    ),
-    "knapsack": Strategy(
-        {"train.curriculum": "uniform", "train.data": "full", "train.allocation": "knapsack"},
-        True,
-        "uniform prompts, Knapsack RL's rollout allocation",
-    ),
-}
 MODIFIERS: dict[str, dict[str, Any]] = {
     "knapsack": {"train.allocation": "knapsack"},
     "variance": {"train.allocation": "variance"},

@@ -1,4 +1,9 @@
-"""``params.yaml``: one section per stage, each validated by the config class beside its code."""
+"""``params.yaml``: one section per stage, each validated by the config class beside its code.
+
+The data-selection methods' sections are not listed here: each method's registry entry
+(``sparft.curricula.registry``) names its section and class, and registering it adds the
+section to ``Params``, so a method of your own is configured like a built-in one.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,13 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 
 from sparft.arithmetic import ArithmeticConfig
-from sparft.bandit import BanditConfig
 from sparft.cluster import ClusterConfig
 from sparft.comparison import CompareConfig
 from sparft.curricula.allocation import AllocationConfig
-from sparft.curricula.cures import CuresConfig
-from sparft.curricula.dots import DotsConfig
-from sparft.curricula.dump import DumpConfig
+from sparft.curricula.registry import Method, load_plugins, on_register
 from sparft.data import DataConfig
 from sparft.embed import EmbedConfig
 from sparft.evaluation import EvaluateConfig
@@ -46,15 +49,47 @@ class Params(BaseModel):
     reduce: ReduceConfig = Field(default_factory=ReduceConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
-    bandit: BanditConfig = Field(default_factory=BanditConfig)
-    cures: CuresConfig = Field(default_factory=CuresConfig)
-    dump: DumpConfig = Field(default_factory=DumpConfig)
-    dots: DotsConfig = Field(default_factory=DotsConfig)
     allocation: AllocationConfig = Field(default_factory=AllocationConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    methods: list[str] = Field(
+        default_factory=list,
+        description="Modules to import before reading the rest, each registering a method of "
+        "your own (importable from the project folder, e.g. my_methods.toy); installed packages "
+        "register theirs through the sparft.methods entry point group.",
+    )
+
+
+CORE_SECTIONS = tuple(Params.model_fields)
+METHODS_BEFORE = "allocation"  # method sections go here, as params.yaml lists them
+
+
+def _add_section(method: Method[Any]) -> None:
+    """Give ``Params`` the registered method's section, typed by its config class (pydantic has
+    no public way to add a field to a built model: set it and rebuild the validator)."""
+    if method.section is None or method.config is None:
+        return
+    fields = Params.__pydantic_fields__
+    if method.section in CORE_SECTIONS:
+        raise ValueError(f"method {method.name!r}: section {method.section!r} is sparft's own")
+    known = fields.get(method.section)
+    if known is not None:
+        if known.annotation is not method.config:
+            raise ValueError(f"method {method.name!r}: section {method.section!r} is taken")
+        return
+    info = FieldInfo.from_annotated_attribute(method.config, Field(default_factory=method.config))
+    ordered: dict[str, FieldInfo] = {}
+    for name, field in fields.items():
+        if name == METHODS_BEFORE:
+            ordered[method.section] = info
+        ordered[name] = field
+    Params.__pydantic_fields__ = ordered
+    Params.model_rebuild(force=True)
+
+
+on_register(_add_section)
 
 
 class ConfigError(ValueError):
@@ -132,6 +167,13 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         raw = loaded or {}
     raw = apply_overrides(raw, overrides or [])
+    methods = raw.get("methods") or []
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"{path}: methods: expected a list of module names, got {methods!r}")
+    try:
+        load_plugins(methods)
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from err
     try:
         return Params.model_validate(raw)
     except ValidationError as err:

@@ -21,7 +21,7 @@ import pandas as pd
 from sparft.checks import AFTER_PROBE, Check, ok, pending, warn
 from sparft.comparison import BASELINE, analyse_report, strategy_overrides
 from sparft.config import ConfigError, Params, apply_overrides, as_overrides
-from sparft.curricula import CURRICULA, preflight_checks
+from sparft.curricula import curricula, preflight_checks
 from sparft.seed_stats import mde, min_p_value, min_seeds
 
 __all__ = [
@@ -190,8 +190,8 @@ def run_checks(
     checks = [token_budgets(params), pool_extremes(params, probe)]
     if strategies is None:
         name = params.train.curriculum
-        if name not in CURRICULA:
-            known = ", ".join(CURRICULA)
+        if name not in curricula():
+            known = ", ".join(curricula())
             raise ConfigError(f"train.curriculum={name!r}: unknown (allowed: {known})")
         checks += [c.labelled(name) for c in preflight_checks(name, params, probe)]
         return checks

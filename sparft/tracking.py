@@ -178,18 +178,20 @@ def log_policy(params: Params, summary: dict[str, Any], folder: str) -> Any:
     import mlflow
     from transformers import pipeline
 
+    from sparft.curricula.sparft import METHOD as SPARFT
     from sparft.models import is_lora_adapter, resolve_model
 
     lora = is_lora_adapter(folder)
     pipe = pipeline("text-generation", model=resolve_model(folder))
+    curriculum = params.train.curriculum
     tags = {
-        "strategy": params.train.curriculum,
+        "strategy": curriculum,
         "allocation": str(summary.get("allocation", params.train.allocation)),
         "replay": str(params.train.replay.enabled).lower(),
         "training_questions": str(summary.get("training_questions")),
         "steps": str(params.train.max_steps),
         "lora": str(lora).lower(),
-        "bandit": params.bandit.algorithm if params.train.curriculum == "sparft" else "none",
+        "bandit": SPARFT.settings(params).algorithm if curriculum == SPARFT.name else "none",
     }
     info = mlflow.transformers.log_model(
         transformers_model=pipe,

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sparft.curricula import CURRICULA
 from sparft.curricula.allocation import Allocation
+from sparft.curricula.registry import curricula
 from sparft.replay import ReplayConfig
 
 Precision = Literal["auto", "fp32", "bf16", "bf16-mixed"]
@@ -111,8 +111,8 @@ class TrainConfig(BaseModel):
     @field_validator("curriculum")
     @classmethod
     def _known_curriculum(cls, value: str) -> str:
-        if value not in CURRICULA:
-            raise ValueError(f"unknown curriculum {value!r} (allowed: {', '.join(CURRICULA)})")
+        if value not in curricula():
+            raise ValueError(f"unknown curriculum {value!r} (allowed: {', '.join(curricula())})")
         return value
 
     @property

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from sparft.bandit import BanditConfig
-from sparft.curricula import CURRICULA, Curriculum, Group, make_curriculum
+from sparft.curricula import Curriculum, Group, curricula, make_curriculum
 from sparft.curricula.allocation import (
     AllocationConfig,
     fixed_run_note,
@@ -113,7 +113,7 @@ def run(cur: Curriculum, steps: int, rate: Any, seed: int = 0, n: int = 4, budge
 # --- the contract ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(CURRICULA))
+@pytest.mark.parametrize("name", sorted(curricula()))
 def test_every_method_meets_the_budget_and_records_the_common_fields(name: str) -> None:
     cur = make_curriculum(name, frame(probe=[0, 1, 2, 3] * 3), params(num_generations=8))
     plans = run(cur, 6, lambda i: 0.5, budget=32)

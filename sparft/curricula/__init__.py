@@ -1,72 +1,77 @@
 """Curricula: which prompts each GRPO step trains on, and how many rollouts each gets.
 
-One file per method, its config class beside it; ``base.py`` holds the contract and
-``allocation.py`` the rollout allocators any curriculum can use. To add a method, write its
-file and add one line to ``CURRICULA`` (and, if it has settings, a section to ``Params``).
+One file per method: its config class, its curriculum class and its ``Method`` entry
+(``registry.py`` says what an entry holds and what is derived from it). ``base.py`` holds the
+contract, ``allocation.py`` the rollout allocators any curriculum can use. To add a built-in
+method, write its file and add it to ``BUILT_IN``; a method of your own needs no edit here (see
+``sparft.curricula.registry``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from sparft.checks import Check
+from sparft.curricula import allocation, cures, dots, dump, uniform
+from sparft.curricula import sparft as sparft_curriculum
 from sparft.curricula.allocation import Allocator, allocation_checks, check_budget
 from sparft.curricula.base import Assignment, Curriculum, Group
-from sparft.curricula.cures import CuresCurriculum
-from sparft.curricula.dots import DotsCurriculum
-from sparft.curricula.dump import DumpCurriculum
-from sparft.curricula.sparft import SparftCurriculum
-from sparft.curricula.uniform import UniformCurriculum
+from sparft.curricula.registry import METHODS, Method, curricula, method, register
 
-# name -> (class, the params section holding its settings, or None)
-CURRICULA: dict[str, tuple[type[Curriculum], str | None]] = {
-    "uniform": (UniformCurriculum, None),
-    "sparft": (SparftCurriculum, "bandit"),
-    "cures": (CuresCurriculum, "cures"),
-    "dump": (DumpCurriculum, "dump"),
-    "dots": (DotsCurriculum, "dots"),
-}
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sparft.checks import Check
+
+# registration order is the order of strategies, docs tables and params sections
+BUILT_IN: tuple[Method[Any], ...] = (
+    uniform.METHOD,
+    sparft_curriculum.METHOD,
+    cures.METHOD,
+    dump.METHOD,
+    dots.METHOD,
+    allocation.METHOD,
+)
+for _method in BUILT_IN:
+    register(_method)
 
 __all__ = [
-    "CURRICULA",
+    "METHODS",
     "Assignment",
     "Curriculum",
     "Group",
+    "curricula",
+    "frame_columns",
     "make_curriculum",
-    "needs_column",
     "preflight_checks",
 ]
 
 
-def needs_column(name: str, params: Any) -> str | None:
-    """The frame column curriculum ``name`` needs under ``params`` (``cluster``, say), if any."""
-    cls, section = CURRICULA[name]
-    return cls.needs_column(getattr(params, section) if section else None)
+def frame_columns(name: str, params: Any) -> tuple[str, ...]:
+    """The training-frame columns curriculum ``name`` needs under ``params`` (``cluster``, say)."""
+    found = method(name)
+    return found.columns(found.settings_or_none(params))
 
 
 def preflight_checks(name: str, params: Any, probe: pd.DataFrame | None) -> list[Check]:
     """What curriculum ``name`` and the allocator ``params`` give it declare must hold before
-    training (``Curriculum.preflight``, ``allocation.ALLOCATION_CHECKS``)."""
-    if name not in CURRICULA:
-        raise ValueError(f"unknown curriculum {name!r} (allowed: {', '.join(CURRICULA)})")
-    cls, _ = CURRICULA[name]
-    method = cls.allocation_method(params.train)
-    return [*cls.preflight(params, probe), *allocation_checks(method, params, probe)]
+    training (its entry's ``preflight``, ``allocation.ALLOCATION_CHECKS``)."""
+    found = method(name)
+    assert found.curriculum is not None
+    alloc = found.curriculum.allocation_method(params.train)
+    own = found.preflight(found.settings_or_none(params), params, probe)
+    return [*own, *allocation_checks(alloc, params, probe)]
 
 
 def make_curriculum(name: str, frame: pd.DataFrame, params: Any) -> Curriculum:
     """The curriculum ``name`` over ``frame`` with its settings and allocator from ``params``
     (a ``sparft.config.Params``: its ``train`` section, the method's own section and
     ``allocation``)."""
-    if name not in CURRICULA:
-        raise ValueError(f"unknown curriculum {name!r} (allowed: {', '.join(CURRICULA)})")
-    cls, section = CURRICULA[name]
+    found = method(name)
+    assert found.curriculum is not None
     train = params.train
-    curriculum = cls(frame, getattr(params, section) if section else None, train.seed)
-    method = cls.allocation_method(train)
+    curriculum = found.curriculum(frame, found.settings_or_none(params), train.seed)
+    alloc = found.curriculum.allocation_method(train)
     budget = train.prompts_per_step * train.num_generations
-    check_budget(method, params.allocation, train.prompts_per_step, train.num_generations, budget)
-    curriculum.allocator = Allocator(method, params.allocation, train.num_generations)
+    check_budget(alloc, params.allocation, train.prompts_per_step, train.num_generations, budget)
+    curriculum.allocator = Allocator(alloc, params.allocation, train.num_generations)
     return curriculum

@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from sparft.checks import Check, ok, warn
+from sparft.curricula.registry import Method, Strategy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -315,3 +316,23 @@ def allocation_checks(method: str, params: Params, probe: pd.DataFrame | None) -
     """The preflight checks of allocation ``method`` (none for ``fixed``)."""
     checks = ALLOCATION_CHECKS.get(method)
     return checks(params, probe) if checks else []
+
+
+# Knapsack RL is an allocator, not a curriculum: its strategy runs it beside uniform prompts,
+# and ``+knapsack`` adds it to any other strategy. Its checks are ALLOCATION_CHECKS'.
+METHOD: Method[BaseModel] = Method(
+    name="knapsack",
+    title="Knapsack RL",
+    paper="Li et al. (ByteDance Seed), 2025, arXiv 2509.25849",
+    summary="Splits each step's rollout budget between prompts by a dynamic programme over "
+    "their solve rates.",
+    reads=("allocation",),
+    strategies={
+        "knapsack": Strategy(
+            {"train.curriculum": "uniform", "train.data": "full", "train.allocation": "knapsack"},
+            True,
+            "uniform prompts, Knapsack RL's rollout allocation",
+        )
+    },
+    page="knapsack",
+)

@@ -28,16 +28,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from sparft.checks import Check
 from sparft.io import atomic_path, write_json
-
-if TYPE_CHECKING:
-    from sparft.config import Params
 
 STATE_JSON = "curriculum_state.json"
 STATE_ARRAYS = "curriculum_arrays.npz"
@@ -131,22 +127,9 @@ class Curriculum(ABC):
     default_allocation: ClassVar[str] = "fixed"
 
     @classmethod
-    def needs_column(cls, cfg: Any) -> str | None:
-        """A frame column the method needs beyond the question's own (its arms), if any."""
-        return None
-
-    @classmethod
     def allocation_method(cls, train: Any) -> str:
         """The allocator the ``train`` section gives this method (``auto``: its own)."""
         return cls.default_allocation if train.allocation == "auto" else str(train.allocation)
-
-    @classmethod
-    def preflight(cls, params: Params, probe: pd.DataFrame | None) -> list[Check]:
-        """The conditions under which the method does what its paper describes, checked before
-        training against ``params`` and, where they matter, the probe's rows (``probe``: id,
-        solve_rate, k, ..., plus ``cluster``, ``difficulty_label`` and ``source`` where those
-        stages' outputs are current; None before the probe). None by default."""
-        return []
 
     def __init__(self, frame: pd.DataFrame, cfg: Any = None, seed: int = 0) -> None:
         """``cfg`` is the method's settings (its params section), None for a method with none."""

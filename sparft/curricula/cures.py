@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sparft.checks import Check, ok, warn
 from sparft.curricula.base import Curriculum, Group
+from sparft.curricula.registry import Method, Strategy
 
 if TYPE_CHECKING:
     from sparft.config import Params
@@ -49,32 +50,6 @@ class CuresCurriculum(Curriculum):
     """Samples prompts by their posterior informativeness; rollouts by the variance allocator."""
 
     default_allocation = "variance"
-
-    @classmethod
-    def preflight(cls, params: Params, probe: pd.DataFrame | None) -> list[Check]:
-        """CurES's posteriors start from the probe's answers (its initial rollouts), and its
-        rollouts follow the variance allocator (whose own check is the allocator's)."""
-        method = cls.allocation_method(params.train)
-        checks = [
-            ok("cures allocation", "variance")
-            if method == "variance"
-            else warn(
-                "cures allocation",
-                f"train.allocation={method}: CurES's rollouts follow the variance allocator",
-                {"train.allocation": "auto"},
-            )
-        ]
-        if params.probe.source == "label":
-            checks.append(
-                warn(
-                    "cures probe answers",
-                    "probe.source=label gives no answers: every posterior starts at Beta(1, 1)",
-                    {"probe.source": "model"},
-                )
-            )
-        else:
-            checks.append(ok("cures probe answers", f"probe.k={params.probe.k} answers each"))
-        return checks
 
     def __init__(self, frame: pd.DataFrame, cfg: CuresConfig, seed: int = 0) -> None:
         super().__init__(frame, seed=seed)
@@ -130,3 +105,50 @@ class CuresCurriculum(Curriculum):
     def _load_method_state(self, state: dict[str, Any]) -> None:
         self.alpha = np.asarray(state["alpha"], dtype=float)
         self.beta = np.asarray(state["beta"], dtype=float)
+
+
+def preflight(cfg: CuresConfig, params: Params, probe: pd.DataFrame | None) -> list[Check]:
+    """CurES's posteriors start from the probe's answers (its initial rollouts), and its
+    rollouts follow the variance allocator (whose own check is the allocator's)."""
+    method = CuresCurriculum.allocation_method(params.train)
+    checks = [
+        ok("cures allocation", "variance")
+        if method == "variance"
+        else warn(
+            "cures allocation",
+            f"train.allocation={method}: CurES's rollouts follow the variance allocator",
+            {"train.allocation": "auto"},
+        )
+    ]
+    if params.probe.source == "label":
+        checks.append(
+            warn(
+                "cures probe answers",
+                "probe.source=label gives no answers: every posterior starts at Beta(1, 1)",
+                {"probe.source": "model"},
+            )
+        )
+    else:
+        checks.append(ok("cures probe answers", f"probe.k={params.probe.k} answers each"))
+    return checks
+
+
+METHOD = Method(
+    name="cures",
+    title="CurES",
+    paper="Zeng et al., 2025, arXiv 2510.01037",
+    summary="Beta posterior per prompt; samples prompts by `sqrt(p(1-p))`, gives rollouts in "
+    "proportion to it.",
+    curriculum=CuresCurriculum,
+    config=CuresConfig,
+    section="cures",
+    preflight=preflight,
+    strategies={
+        "cures": Strategy(
+            {"train.curriculum": "cures", "train.data": "full"},
+            True,
+            "CurES: prompts by solve-rate variance, rollouts by variance (auto allocation)",
+        )
+    },
+    page="cures",
+)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sparft.checks import Check
 from sparft.curricula.base import Curriculum, Group, shuffled
+from sparft.curricula.registry import Method, Strategy
 from sparft.curricula.sparft import arm_members, arm_pulls_check
 
 if TYPE_CHECKING:
@@ -43,17 +44,6 @@ class DumpConfig(BaseModel):
 
 class DumpCurriculum(Curriculum):
     """UCB on mean |advantage| per distribution, sampled by softmax."""
-
-    @classmethod
-    def needs_column(cls, cfg: Any) -> str | None:
-        return str(cfg.arms)
-
-    @classmethod
-    def preflight(cls, params: Params, probe: pd.DataFrame | None) -> list[Check]:
-        """Enough arm draws for the UCB scores to rest on observations: DUMP draws an arm for
-        every prompt, so a run pulls ``max_steps x prompts_per_step`` arms."""
-        per_step = params.train.prompts_per_step
-        return [arm_pulls_check(params, params.dump.arms, probe, per_step)]
 
     def __init__(self, frame: pd.DataFrame, cfg: DumpConfig, seed: int = 0) -> None:
         super().__init__(frame, seed=seed)
@@ -114,3 +104,30 @@ class DumpCurriculum(Curriculum):
         self.windows = [deque(w, maxlen=self.cfg.window) for w in state["windows"]]
         self.responses = np.asarray(state["responses"], dtype=np.int64)
         self.queues = [list(q) for q in state["queues"]]
+
+
+def preflight(cfg: DumpConfig, params: Params, probe: pd.DataFrame | None) -> list[Check]:
+    """Enough arm draws for the UCB scores to rest on observations: DUMP draws an arm for every
+    prompt, so a run pulls ``max_steps x prompts_per_step`` arms."""
+    return [arm_pulls_check(params, cfg.arms, probe, params.train.prompts_per_step)]
+
+
+METHOD = Method(
+    name="dump",
+    title="DUMP",
+    paper="Wang et al., 2025, arXiv 2504.09710",
+    summary="UCB over distributions (clusters) scored by mean |advantage|, sampled by softmax.",
+    curriculum=DumpCurriculum,
+    config=DumpConfig,
+    section="dump",
+    columns=lambda cfg: (str(cfg.arms),),
+    preflight=preflight,
+    strategies={
+        "dump": Strategy(
+            {"train.curriculum": "dump", "train.data": "full"},
+            True,
+            "DUMP: UCB over clusters by mean |advantage|",
+        )
+    },
+    page="dump",
+)

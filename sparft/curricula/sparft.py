@@ -17,6 +17,7 @@ import pandas as pd
 from sparft.bandit import Bandit, BanditConfig, make_bandit, reward_range
 from sparft.checks import Check, ok, pending, warn
 from sparft.curricula.base import Curriculum, Group, shuffled
+from sparft.curricula.registry import Method, Strategy
 
 if TYPE_CHECKING:
     from sparft.config import Params
@@ -100,16 +101,6 @@ def prior_check(cfg: BanditConfig) -> Check:
 class SparftCurriculum(Curriculum):
     """A bandit over the clusters of the cluster stage; one cluster per step."""
 
-    @classmethod
-    def needs_column(cls, cfg: Any) -> str | None:
-        return "cluster"
-
-    @classmethod
-    def preflight(cls, params: Params, probe: pd.DataFrame | None) -> list[Check]:
-        """Enough steps for every arm to be pulled a few times, and a Thompson prior that does
-        not rank every unpulled arm above the best arm there can be."""
-        return [arm_pulls_check(params, "cluster", probe), prior_check(params.bandit)]
-
     def __init__(self, frame: pd.DataFrame, cfg: BanditConfig, seed: int = 0) -> None:
         super().__init__(frame, seed=seed)
         labels, self.members = arm_members(self.frame, "cluster", "sparft")
@@ -146,3 +137,44 @@ class SparftCurriculum(Curriculum):
     def _load_method_state(self, state: dict[str, Any]) -> None:
         self.queues = [list(q) for q in state["queues"]]
         self.bandit.load_state_dict(state["bandit"])
+
+
+def preflight(cfg: BanditConfig, params: Params, probe: pd.DataFrame | None) -> list[Check]:
+    """Enough steps for every arm to be pulled a few times, and a Thompson prior that does not
+    rank every unpulled arm above the best arm there can be."""
+    return [arm_pulls_check(params, "cluster", probe), prior_check(cfg)]
+
+
+METHOD = Method(
+    name="sparft",
+    title="SPaRFT",
+    paper="Do, Nguyen, Venkatesh, Le, 2025, arXiv 2508.05015",
+    summary="Clusters on meaning plus difficulty, keeps a small diverse subset, and a bandit "
+    "picks one cluster per step.",
+    curriculum=SparftCurriculum,
+    config=BanditConfig,
+    section="bandit",
+    columns=lambda cfg: ("cluster",),
+    preflight=preflight,
+    strategies={
+        "sparft": Strategy(
+            {
+                "train.curriculum": "sparft",
+                "train.data": "subset",
+                "bandit.reward": "negated-solve-rate",
+            },
+            True,
+            "SPaRFT: bandit over clusters of the selected subset, reward 1 - solve rate",
+        ),
+        "sparft-lp": Strategy(
+            {
+                "train.curriculum": "sparft",
+                "train.data": "subset",
+                "bandit.reward": "learning-progress",
+            },
+            True,
+            "SPaRFT with the learning-progress arm reward",
+        ),
+    },
+    page="sparft",
+)

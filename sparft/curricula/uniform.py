@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel
 
 from sparft.curricula.base import Curriculum, shuffled
+from sparft.curricula.registry import Method, Strategy
 
 
 class UniformCurriculum(Curriculum):
@@ -29,3 +31,21 @@ class UniformCurriculum(Curriculum):
 
     def _load_method_state(self, state: dict[str, Any]) -> None:
         self.queue = list(state["queue"])
+
+
+METHOD: Method[BaseModel] = Method(
+    name="uniform",
+    title="GRPO, uniform",
+    paper="Shao et al., 2024, arXiv 2402.03300",
+    summary="Every question once per pass, in a seeded shuffled order; `num_generations` "
+    "rollouts each. The baseline.",
+    curriculum=UniformCurriculum,
+    strategies={
+        "uniform": Strategy(
+            {"train.curriculum": "uniform", "train.data": "full"},
+            False,
+            "plain GRPO, prompts drawn uniformly from every training question",
+        )
+    },
+    page="uniform",
+)

@@ -31,13 +31,15 @@ def training_rows(params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, l
     import numpy as np
     import pandas as pd
 
+    from sparft.curricula.dots import METHOD as DOTS
     from sparft.data import DataError
     from sparft.embed import load_embeddings
 
+    probes = DOTS.settings(params).probes
     emb = load_embeddings(EMBEDDINGS)
     position = {qid: i for i, qid in enumerate(emb.ids.tolist())}
     rows, rates, groups, ids = [], [], [], []
-    for group, name in enumerate(params.dots.probes):
+    for group, name in enumerate(probes):
         path = Path(name)
         if not path.exists():
             raise DataError(f"{path}: no such file (run the probe stage first)")
@@ -57,13 +59,14 @@ def training_rows(params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, l
         groups += [group] * len(probe)
         ids += probe["id"].astype(str).tolist()
     if len(rows) < 4:
-        raise DataError(f"{', '.join(params.dots.probes)}: {len(rows)} probed questions, need 4")
+        raise DataError(f"{', '.join(probes)}: {len(rows)} probed questions, need 4")
     return emb.matrix[rows], np.array(rates), np.array(groups), ids
 
 
 def run(params: Params) -> dict[str, Any]:
     import numpy as np
 
+    from sparft.curricula.dots import METHOD as DOTS
     from sparft.curricula.dots.predictor import (
         TrainSettings,
         error_metrics,
@@ -75,7 +78,7 @@ def run(params: Params) -> dict[str, Any]:
     from sparft.io import write_json
     from sparft.plots import plot_predicted_rates
 
-    cfg = params.dots
+    cfg = DOTS.settings(params)
     x, y, groups, ids = training_rows(params)
     rng = np.random.default_rng(cfg.seed)
     questions = sorted(set(ids))

@@ -17,6 +17,7 @@ import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -96,6 +97,10 @@ class Stage:
     metrics: tuple[str, ...] = ()  # small JSON results (DVC metrics, not cached)
     plots: tuple[str, ...] = ()  # pictures (DVC plots, not cached)
     params: tuple[str, ...] = ()  # params sections or dotted keys it reads
+    # further params and source files known once the methods are registered (the train stage
+    # reads every registered method's section and runs the modules of methods of your own)
+    method_params: Callable[[], Sequence[str]] | None = None
+    method_code: Callable[[Path], Sequence[str]] | None = None
     mlflow: tuple[str, ...] = ()  # files logged as the stage's MLflow artifacts
     policy: str | None = None  # a model folder the stage trains, logged as an MLflow model
     where: tuple[tuple[str, str], ...] = ()  # "where the results are" rows
@@ -112,6 +117,15 @@ class Stage:
         if self.report is not None:
             return self.report(summary, params)
         return [scalar_report(f"{self.name} summary", summary)]
+
+    def all_params(self) -> tuple[str, ...]:
+        """``params`` and, after them, the registered methods' (when the stage reads those)."""
+        extra = self.method_params() if self.method_params else ()
+        return tuple(dict.fromkeys([*self.params, *extra]))
+
+    def method_sources(self, root: Path) -> tuple[str, ...]:
+        """Source files of registered methods under ``root`` that the stage runs, relative."""
+        return tuple(self.method_code(root)) if self.method_code else ()
 
     def written(self) -> tuple[str, ...]:
         """Every path the stage writes (outs, metrics, plots), unresolved."""

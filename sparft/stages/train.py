@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,38 +64,65 @@ CURVES = {
 }
 
 
-def training_frame(params: Params) -> pd.DataFrame:
-    """The questions to train on, with a ``cluster`` column when the curriculum needs one and
-    the probe stage's answers (``probe_rollouts``, ``probe_correct``) where it has them."""
+def _with_clusters(frame: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
-    from sparft.curricula import needs_column
-    from sparft.curricula.base import PROBE_CORRECT, PROBE_ROLLOUTS
-    from sparft.curricula.dots import EMBEDDING
-    from sparft.data import DataError, read_dataset
+    from sparft.data import DataError
+
+    if not CLUSTERS.exists():
+        raise DataError(f"{CLUSTERS}: no such file (run the cluster stage first)")
+    clusters = pd.read_parquet(CLUSTERS)[["id", "cluster"]]
+    return frame.merge(clusters, on="id", how="inner", validate="one_to_one")
+
+
+def _with_embeddings(frame: pd.DataFrame) -> pd.DataFrame:
+    from sparft.data import DataError
     from sparft.embed import load_embeddings
+
+    emb = load_embeddings(EMBEDDINGS)
+    row = {qid: i for i, qid in enumerate(emb.ids.tolist())}
+    missing = [qid for qid in frame["id"].astype(str) if qid not in row]
+    if missing:
+        raise DataError(
+            f"{EMBEDDINGS}: {len(missing)} training questions have no embedding "
+            f"(e.g. {missing[0]}): rerun embed"
+        )
+    return frame.assign(embedding=[emb.matrix[row[q]] for q in frame["id"].astype(str)])
+
+
+# a column a method needs (its entry's ``columns``) that the training data lacks -> where from
+COLUMN_SOURCES: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
+    "cluster": _with_clusters,
+    "embedding": _with_embeddings,
+}
+
+
+def training_frame(params: Params) -> pd.DataFrame:
+    """The questions to train on, with the columns the curriculum needs (``cluster``,
+    ``embedding``) and the probe stage's answers (``probe_rollouts``, ``probe_correct``) where
+    it has them."""
+    import pandas as pd
+
+    from sparft.curricula import frame_columns
+    from sparft.curricula.base import PROBE_CORRECT, PROBE_ROLLOUTS
+    from sparft.data import DataError, read_dataset
 
     if params.train.data == "subset":
         if not SUBSET.exists():
             raise DataError(f"{SUBSET}: no such file (run the select stage first)")
-        frame = pd.read_parquet(SUBSET)
+        where, frame = SUBSET, pd.read_parquet(SUBSET)
     else:
-        frame = read_dataset(params.data.out)
-        if needs_column(params.train.curriculum, params) == "cluster":
-            if not CLUSTERS.exists():
-                raise DataError(f"{CLUSTERS}: no such file (run the cluster stage first)")
-            clusters = pd.read_parquet(CLUSTERS)[["id", "cluster"]]
-            frame = frame.merge(clusters, on="id", how="inner", validate="one_to_one")
-    if needs_column(params.train.curriculum, params) == EMBEDDING:
-        emb = load_embeddings(EMBEDDINGS)
-        row = {qid: i for i, qid in enumerate(emb.ids.tolist())}
-        missing = [qid for qid in frame["id"].astype(str) if qid not in row]
-        if missing:
+        where, frame = Path(params.data.out), read_dataset(params.data.out)
+    for column in frame_columns(params.train.curriculum, params):
+        if column in frame:
+            continue
+        if column not in COLUMN_SOURCES:
             raise DataError(
-                f"{EMBEDDINGS}: {len(missing)} training questions have no embedding "
-                f"(e.g. {missing[0]}): rerun embed"
+                f"{where}: no '{column}' field, which train.curriculum="
+                f"{params.train.curriculum} needs (and no stage provides: "
+                f"{', '.join(COLUMN_SOURCES)} do)"
             )
-        frame = frame.assign(**{EMBEDDING: [emb.matrix[row[q]] for q in frame["id"].astype(str)]})
+        frame = COLUMN_SOURCES[column](frame)
     if PROBE.exists():
         probe = pd.read_parquet(PROBE)
         if {"id", "k", "n_correct"} <= set(probe.columns):
@@ -120,7 +147,7 @@ def settings_fingerprint(params: Params, frame: pd.DataFrame, model_path: str) -
 
     package = Path(sparft.__file__).parent
     config = params.model_dump(mode="json")
-    values = {key: lookup(config, key) for key in STAGE.params}
+    values = {key: lookup(config, key) for key in STAGE.all_params()}
     train = dict(values["train"])
     for key in ("resume", "save_steps", "save_total_limit", "checkpoint_dir", "num_threads"):
         train.pop(key, None)
@@ -268,6 +295,21 @@ def run(params: Params) -> dict[str, Any]:
     return summary
 
 
+def _method_params() -> tuple[str, ...]:
+    """Every registered method's section and the keys it reads: switching curriculum or
+    changing any method's settings reruns training (imported here, not at the top, so the
+    stages that import this module for its paths do not depend on the methods' code)."""
+    from sparft.curricula.registry import params_read
+
+    return params_read()
+
+
+def _method_code(root: Path) -> tuple[str, ...]:
+    from sparft.curricula.registry import source_files
+
+    return source_files(root)
+
+
 def _cell(value: Any) -> Any:
     """A table cell: numpy scalars as numbers, floats rounded, NaN empty, lists (a step's prompt
     ids and group sizes) as one space-separated string."""
@@ -316,17 +358,9 @@ STAGE = Stage(
     outs=(str(MODEL), str(HISTORY), str(LOGS), str(HELDOUT)),
     metrics=(str(METRICS),),
     plots=(str(ARMS_PLOT), str(CURVES_PLOT)),
-    params=(
-        "train",
-        "bandit",
-        "cures",
-        "dump",
-        "dots",
-        "allocation",
-        "prompt",
-        "generation.model",
-        *HELDOUT_PARAMS,
-    ),
+    params=("train", "allocation", "prompt", "generation.model", *HELDOUT_PARAMS),
+    method_params=_method_params,
+    method_code=_method_code,
     mlflow=(str(ARMS_PLOT), str(CURVES_PLOT), str(HISTORY), str(METRICS), str(HELDOUT)),
     policy=str(MODEL),
     where=(

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sparft.checks import Check, ok, pending, warn
 from sparft.curricula.base import Curriculum
+from sparft.curricula.registry import Method, Strategy
 
 if TYPE_CHECKING:
     from sparft.config import Params
@@ -189,51 +190,6 @@ class DotsCurriculum(Curriculum):
             ),
         }
 
-    @classmethod
-    def needs_column(cls, cfg: Any) -> str | None:
-        return EMBEDDING
-
-    @classmethod
-    def preflight(cls, params: Params, probe: pd.DataFrame | None) -> list[Check]:
-        """Enough references for the recalibration, and enough distinct questions near alpha
-        for the ``every x prompts_per_step`` prompts trained on between re-estimates; the
-        probe's solve rates stand in for the predictor's until training has started."""
-        cfg, per_step = params.dots, params.train.prompts_per_step
-        checks = [
-            ok("dots references", f"dots.reference_questions={cfg.reference_questions}")
-            if cfg.reference_questions >= MIN_REFERENCES
-            else warn(
-                "dots references",
-                f"dots.reference_questions={cfg.reference_questions} < {MIN_REFERENCES}: the "
-                "predictor's references and its recalibration rest on too few solve rates",
-                {"dots.reference_questions": MIN_REFERENCES},
-            )
-        ]
-        name = "dots questions"
-        if probe is None or "solve_rate" not in probe:
-            return [*checks, pending(name)]
-        rates = probe["solve_rate"].to_numpy(dtype=float)
-        needed = cfg.every * per_step
-        found = effective_questions(rates, cfg.alpha, cfg.tau)
-        if found + 1e-6 >= needed:
-            return [*checks, ok(name, f"{found:.1f} effective questions >= {needed} per window")]
-        every = min(cfg.every, max(1, int(rates.size // per_step)))
-        tau = tau_for(rates, cfg.alpha, cfg.tau, every * per_step)
-        fix: dict[str, Any] = {} if tau is None else {"dots.tau": tau}
-        if tau is not None and every != cfg.every:
-            fix["dots.every"] = every
-        return [
-            *checks,
-            warn(
-                name,
-                f"softmax(-|p - dots.alpha| / dots.tau) over the probe's solve rates has "
-                f"{found:.1f} effective questions (alpha={cfg.alpha:g}, tau={cfg.tau:g}), fewer "
-                f"than the {needed} prompts trained on per re-estimate window (dots.every="
-                f"{cfg.every} x train.prompts_per_step={per_step}): the same questions repeat",
-                fix,
-            ),
-        ]
-
     def _method_state(self) -> dict[str, Any]:
         return {
             "predicted": self.predicted if self.predicted is not None else np.zeros(0),
@@ -244,3 +200,66 @@ class DotsCurriculum(Curriculum):
         predicted = np.asarray(state["predicted"], dtype=float)
         self.predicted = predicted if predicted.size else None
         self.refreshed_at = int(state["refreshed_at"])
+
+
+def preflight(cfg: DotsConfig, params: Params, probe: pd.DataFrame | None) -> list[Check]:
+    """Enough references for the recalibration, and enough distinct questions near alpha
+    for the ``every x prompts_per_step`` prompts trained on between re-estimates; the
+    probe's solve rates stand in for the predictor's until training has started."""
+    per_step = params.train.prompts_per_step
+    checks = [
+        ok("dots references", f"dots.reference_questions={cfg.reference_questions}")
+        if cfg.reference_questions >= MIN_REFERENCES
+        else warn(
+            "dots references",
+            f"dots.reference_questions={cfg.reference_questions} < {MIN_REFERENCES}: the "
+            "predictor's references and its recalibration rest on too few solve rates",
+            {"dots.reference_questions": MIN_REFERENCES},
+        )
+    ]
+    name = "dots questions"
+    if probe is None or "solve_rate" not in probe:
+        return [*checks, pending(name)]
+    rates = probe["solve_rate"].to_numpy(dtype=float)
+    needed = cfg.every * per_step
+    found = effective_questions(rates, cfg.alpha, cfg.tau)
+    if found + 1e-6 >= needed:
+        return [*checks, ok(name, f"{found:.1f} effective questions >= {needed} per window")]
+    every = min(cfg.every, max(1, int(rates.size // per_step)))
+    tau = tau_for(rates, cfg.alpha, cfg.tau, every * per_step)
+    fix: dict[str, Any] = {} if tau is None else {"dots.tau": tau}
+    if tau is not None and every != cfg.every:
+        fix["dots.every"] = every
+    return [
+        *checks,
+        warn(
+            name,
+            f"softmax(-|p - dots.alpha| / dots.tau) over the probe's solve rates has "
+            f"{found:.1f} effective questions (alpha={cfg.alpha:g}, tau={cfg.tau:g}), fewer "
+            f"than the {needed} prompts trained on per re-estimate window (dots.every="
+            f"{cfg.every} x train.prompts_per_step={per_step}): the same questions repeat",
+            fix,
+        ),
+    ]
+
+
+METHOD = Method(
+    name="dots",
+    title="DOTS + rollout replay",
+    paper="Sun et al., 2025, arXiv 2506.05316",
+    summary="Predicts every question's solve rate from a few reference rollouts; trains on "
+    "those nearest 0.5; replays recent informative groups (`train.replay`).",
+    curriculum=DotsCurriculum,
+    config=DotsConfig,
+    section="dots",
+    columns=lambda cfg: (EMBEDDING,),
+    preflight=preflight,
+    strategies={
+        "dots": Strategy(
+            {"train.curriculum": "dots", "train.data": "full", "train.replay.enabled": True},
+            True,
+            "DOTS: predicted solve rate near alpha, with rollout replay",
+        )
+    },
+    page="dots",
+)
