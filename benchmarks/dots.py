@@ -53,7 +53,7 @@ from sparft.data import DataConfig, load_dataset
 from sparft.embed import EmbedConfig, embed_questions
 from sparft.io import write_json
 from sparft.models import prepare_model
-from sparft.replay import ReplayConfig
+from sparft.training import ReplayConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()
@@ -147,8 +147,8 @@ def replay(args: argparse.Namespace) -> None:
 
     from sparft.prompts import PromptConfig
     from sparft.rewards import format_reward
-    from sparft.train_config import TrainConfig
-    from sparft.trainer import build_trainer
+    from sparft.training import TrainConfig
+    from sparft.training.setup import build_trainer
 
     torch.set_num_threads(args.threads)
     n = 64

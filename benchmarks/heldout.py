@@ -27,10 +27,10 @@ from rich.table import Table
 
 from sparft.config import as_overrides, load_params
 from sparft.evaluation import load_benchmark, score_results
-from sparft.heldout import HeldoutCurve, ServedChecks
 from sparft.io import write_json
 from sparft.models import prepare_model
 from sparft.testing import supervised_steps
+from sparft.training.heldout import HeldoutCurve, ServedChecks
 
 RESULTS = Path(__file__).parent / "results"
 console = Console(width=160)

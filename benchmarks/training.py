@@ -55,8 +55,8 @@ from sparft.plots import save_figure
 from sparft.prompts import PromptConfig, build_messages
 from sparft.rewards import format_reward
 from sparft.testing import tiny_llama_config
-from sparft.train_config import TrainConfig
-from sparft.trainer import build_trainer, grpo_args, load_policy, training_dataset
+from sparft.training import TrainConfig
+from sparft.training.setup import build_trainer, grpo_args, load_policy, training_dataset
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]

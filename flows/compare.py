@@ -41,11 +41,11 @@ from flows.dvc_state import StageSpec, all_specs, locate, output_digests, path_d
 from flows.pipeline import pipeline
 from flows.tasks import PERMANENT_ERRORS, cached_task, cell, stale_record, working_dir
 from sparft.config import ConfigError, Params, as_overrides, load_params
-from sparft.heldout import SERVER_ENV, SharedServer
 from sparft.stages import STAGES
 from sparft.stages.evaluate import METRICS as EVAL_METRICS
 from sparft.stages.stage import lookup
 from sparft.tracking import log_headline, run_stage, tracked_run
+from sparft.training.heldout import SERVER_ENV, SharedServer
 
 DEFAULT_GRID: dict[str, list[Any]] = {"train.curriculum": ["sparft", "uniform"], "train.seed": [0]}
 RESULT_FILE = "variant.json"

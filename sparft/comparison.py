@@ -5,8 +5,9 @@ Modifiers change any of them: ``+knapsack``, ``+variance`` and ``+replay`` add a
 rollout replay; ``+fp32``, ``+bf16-mixed`` and ``+bf16`` set the training precision; ``+subset``
 and ``+full`` set the training pool, so ``uniform+subset`` and ``sparft+full`` measure the selected
 subset's effect and the bandit's apart. Every strategy trains from the same base model with the
-same seeds and is checked on one fixed held-out set at the same steps (``sparft.heldout``), so runs
-pair question by question and seed by seed. The statistics here:
+same seeds and is checked on one fixed held-out set at the same steps
+(``sparft.training.heldout``), so runs pair question by question and seed by seed. The statistics
+here:
 
 - per strategy and check, the mean accuracy over seeds with a seed-level t interval (the
   question set's sampling error included), and a two-level bootstrap ``spread`` (seeds, then
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sparft.curricula.registry import STRATEGIES
 from sparft.seed_stats import holm, mean_test, paired_test
-from sparft.train_config import Precision
+from sparft.training import Precision
 
 BASELINE = "uniform"
 

@@ -30,7 +30,7 @@ from sparft.prompts import PromptConfig
 from sparft.reduce import ReduceConfig
 from sparft.selection import SelectConfig
 from sparft.tracking_config import TrackingConfig
-from sparft.train_config import TrainConfig
+from sparft.training import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 

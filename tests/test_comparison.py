@@ -26,9 +26,9 @@ from sparft.comparison import (
     summarise,
 )
 from sparft.config import ConfigError, as_overrides, load_params
-from sparft.heldout import HeldoutCurve
 from sparft.testing import tiny_project
 from sparft.tracking import headline_metrics, headline_params
+from sparft.training.heldout import HeldoutCurve
 
 ROOT = Path(__file__).resolve().parents[1]
 

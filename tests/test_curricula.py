@@ -29,7 +29,7 @@ from sparft.curricula.cures import CuresConfig
 from sparft.curricula.dots import DotsConfig
 from sparft.curricula.dots.predictor import TrainSettings, save_predictor, train_predictor
 from sparft.curricula.dump import DumpConfig
-from sparft.train_config import TrainConfig
+from sparft.training import TrainConfig
 
 DIM = 8
 PREDICTOR = Path(tempfile.mkdtemp(prefix="sparft-test-dots-")) / "predictor.pt"

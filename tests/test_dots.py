@@ -22,7 +22,7 @@ from sparft.curricula.dots.predictor import (
     train_predictor,
 )
 from sparft.embed import Embeddings, save_embeddings
-from sparft.train_config import TrainConfig
+from sparft.training import TrainConfig
 
 
 def synthetic(n: int, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

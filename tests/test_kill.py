@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from sparft.testing import tiny_project
-from sparft.trainer import latest_checkpoint
+from sparft.training import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

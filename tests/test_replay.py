@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sparft.replay import ReplayBuffer, ReplayConfig, StoredGroup
+from sparft.training import ReplayBuffer, ReplayConfig, StoredGroup
 
 
 def group(prompt_id: str, rewards: list[float], step: int = 0) -> StoredGroup:
@@ -71,8 +71,8 @@ def _trainer(tiny_lm_dir: Path, tmp_path: Path, replay: ReplayConfig) -> Any:
     from sparft.curricula import make_curriculum
     from sparft.prompts import PromptConfig
     from sparft.rewards import format_reward
-    from sparft.train_config import TrainConfig
-    from sparft.trainer import build_trainer
+    from sparft.training import TrainConfig
+    from sparft.training.setup import build_trainer
 
     def parity_reward(completions: list[Any], **kwargs: Any) -> list[float]:
         return [float(len(completion_text(c)) % 2) for c in completions]

@@ -16,7 +16,6 @@ from sparft.arithmetic import ArithmeticConfig
 from sparft.config import load_params
 from sparft.data import DataConfig, load_dataset
 from sparft.generation import GenerationConfig, ServerError, make_backend
-from sparft.heldout import SERVER_ENV, HeldoutCurve, ServedChecks, SharedServer
 from sparft.probe import Journal, ProbeConfig, fingerprint, probe_sharded
 from sparft.prompts import PromptConfig
 from sparft.serving import (
@@ -29,6 +28,7 @@ from sparft.serving import (
     load_weights,
     serving,
 )
+from sparft.training.heldout import SERVER_ENV, HeldoutCurve, ServedChecks, SharedServer
 
 
 def _config(tmp_path: Path, python: Path, tiny_lm_dir: Path) -> GenerationConfig:

@@ -43,7 +43,7 @@ def test_code_deps_are_the_import_closure() -> None:
         assert "sparft/models.py" in specs[name].deps, name
     assert "sparft/arithmetic.py" in specs["evaluate"].deps
     # another stage imported for its paths brings its declaration, not its run's imports
-    assert "sparft/trainer.py" not in specs["evaluate"].deps
+    assert "sparft/training/trainer.py" not in specs["evaluate"].deps
     assert "sparft/cluster.py" not in specs["train"].deps
     assert "sparft/config.py" not in specs["load"].deps  # imported for type hints only
 

@@ -16,8 +16,9 @@ import torch
 import yaml
 from trl.trainer.utils import nanstd
 
-from sparft.train_config import TrainConfig
-from sparft.trainer import group_advantages, grpo_args, latest_checkpoint
+from sparft.training import TrainConfig, latest_checkpoint
+from sparft.training.advantages import group_advantages
+from sparft.training.setup import grpo_args
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tests" / "scripts" / "tiny_grpo.py"
@@ -76,7 +77,8 @@ def test_precision_picks_weights_and_autocast(
 ) -> None:
     """bf16-mixed keeps fp32 master weights (an lr 1e-5 update survives) and asks TRL for bf16
     autocast; bf16 loads bf16 weights."""
-    from sparft.trainer import load_policy, use_bf16
+    from sparft.training import use_bf16
+    from sparft.training.setup import load_policy
 
     cfg = TrainConfig(precision=precision)
     model, _, _ = load_policy(str(tiny_lm_dir), cfg)
@@ -141,7 +143,7 @@ def test_unequal_groups_through_trl_generation_and_loss(tiny_lm_dir: Path, tmp_p
     from sparft.curricula.allocation import AllocationConfig
     from sparft.prompts import PromptConfig
     from sparft.rewards import format_reward
-    from sparft.trainer import build_trainer
+    from sparft.training.setup import build_trainer
 
     def length_reward(completions: list[Any], **kwargs: Any) -> list[float]:
         return [float(len(completion_text(c)) % 3 == 0) for c in completions]
@@ -203,7 +205,7 @@ def test_latest_checkpoint_ignores_incomplete(tmp_path: Path) -> None:
 
 
 def test_auto_resume_only_under_the_same_settings(tmp_path: Path) -> None:
-    from sparft.trainer import SETTINGS_FILE, resume_point
+    from sparft.training import SETTINGS_FILE, resume_point
 
     for step, fingerprint in ((2, "old"), (4, "same")):
         folder = tmp_path / f"checkpoint-{step}"
@@ -521,7 +523,7 @@ def test_known_deprecation_warnings_are_quiet_and_only_they(tiny_lm_dir: Path) -
 
     from transformers import AutoModelForCausalLM
 
-    from sparft.trainer import quiet_known_warnings
+    from sparft.training.trainer import quiet_known_warnings
 
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     with warnings.catch_warnings(record=True) as caught:

@@ -165,9 +165,9 @@ def test_heldout_checks_follow_the_live_weights(tmp_path: Path, smollm2_dir: Pat
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sparft.heldout import HeldoutCurve, ServedChecks
     from sparft.prompts import PromptConfig
     from sparft.testing import supervised_steps
+    from sparft.training.heldout import HeldoutCurve, ServedChecks
 
     pairs = [(17, 25), (8, 5), (120, 33), (9, 9), (41, 58), (3, 14), (250, 250), (66, 7)]
     questions = pd.DataFrame(

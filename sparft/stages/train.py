@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sparft.config import Params
-    from sparft.heldout import HeldoutCurve
+    from sparft.training.heldout import HeldoutCurve
 
 MODEL = Path("data/train/model")
 HISTORY = Path("data/train/history.parquet")
@@ -168,9 +168,9 @@ def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
     """The learning-curve callback ``train.heldout`` asks for, on the evaluate stage's first
     benchmark with its ``limit``, ``seed`` and ``max_new_tokens``; None when it is off."""
     from sparft.evaluation import load_benchmark
-    from sparft.heldout import JOURNAL, WEIGHTS_DIR, HeldoutCurve, ServedChecks
     from sparft.io import path_digest
-    from sparft.trainer import use_bf16
+    from sparft.training import use_bf16
+    from sparft.training.heldout import JOURNAL, WEIGHTS_DIR, HeldoutCurve, ServedChecks
 
     cfg = params.train.heldout
     if not cfg.every:
@@ -230,7 +230,8 @@ def run(params: Params) -> dict[str, Any]:
     from sparft.curricula.allocation import fixed_run_note
     from sparft.io import write_json, write_parquet
     from sparft.models import prepare_model
-    from sparft.trainer import build_trainer, log_history_frame, save_policy, summary_metrics, train
+    from sparft.training import log_history_frame, save_policy, summary_metrics, train
+    from sparft.training.setup import build_trainer
 
     cfg = params.train
     frame = training_frame(params)

@@ -26,10 +26,9 @@ from sparft.curricula import make_curriculum
 from sparft.curricula.dots import DotsConfig
 from sparft.curricula.dots.predictor import TrainSettings, save_predictor, train_predictor
 from sparft.prompts import PromptConfig
-from sparft.replay import ReplayConfig
 from sparft.rewards import format_reward
-from sparft.train_config import TrainConfig
-from sparft.trainer import build_trainer, train
+from sparft.training import ReplayConfig, TrainConfig, train
+from sparft.training.setup import build_trainer
 
 
 def length_reward(completions: list[Any], **kwargs: Any) -> list[float]:

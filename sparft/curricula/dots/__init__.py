@@ -12,8 +12,8 @@ the paper leaves tau open and sparft uses the code's 1e-3 (the questions closest
 The reference rollouts count in the run's rollout total (``extra_rollouts`` in the step's
 record) and their time in the step's generation time.
 
-Rollout replay is the trainer's (``train`` section's ``replay``, ``sparft.replay``) and works
-with any curriculum; DOTS+RR is ``train.curriculum: dots`` with ``replay.enabled: true``.
+Rollout replay is the trainer's (``train`` section's ``replay``, ``sparft.training.replay``) and
+works with any curriculum; DOTS+RR is ``train.curriculum: dots`` with ``replay.enabled: true``.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ class SharedServer:
         """The server ``params``' runs would each start for their checks, or None when they
         start none (``hf`` checks, no curve, or a server already named)."""
         from sparft.models import prepare_model
-        from sparft.trainer import policy_dtype
+        from sparft.training.config import policy_dtype
 
         train = params.train
         cfg = train.heldout

@@ -9,7 +9,7 @@ lag): each planned prompt repeated by its own rollout count, the step's rows spl
 the processes. TRL then generates and scores as usual, with its group size set to 1 for the
 call so that nothing reshapes by a fixed size, and the advantages are recomputed here within
 each prompt's own group from the rewards TRL gathered over all processes
-(``group_advantages``, the same formulas as TRL's). The loss is TRL's, untouched: its
+(``sparft.training.advantages``, the same formulas as TRL's). The loss is TRL's, untouched: its
 normalisation counts completion tokens and rows, not groups. Every process computes the same
 plan from the same seed and the same gathered rewards, then takes its own slice, so DDP ranks
 never disagree.
@@ -17,11 +17,8 @@ never disagree.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import os
-import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,82 +26,17 @@ from time import perf_counter
 from typing import Any, cast
 
 import numpy as np
-import pandas as pd
 import torch
 from accelerate.utils import gather_object
 from transformers import PreTrainedTokenizerBase
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
-from trl.trainer.utils import nanstd
 
 from sparft.curricula import Curriculum, Group
-from sparft.curricula.base import STATE_JSON, load_state, save_state
-from sparft.prompts import PromptConfig, build_messages
-from sparft.replay import ReplayBuffer, ReplayConfig, StoredGroup
-from sparft.rewards import correctness_reward, format_reward
-from sparft.train_config import TrainConfig
-
-CURRICULUM_STATE = STATE_JSON
-CHECKPOINT_PREFIX = "checkpoint-"
-
-
-def group_advantages(
-    rewards_per_func: torch.Tensor,
-    sizes: Sequence[int],
-    weights: torch.Tensor,
-    scale_rewards: str = "group",
-    aggregation: str = "sum_then_normalize",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GRPO advantages for consecutive groups of the given sizes, and whether each row's group
-    (or batch, under ``scale_rewards="batch"``) had zero reward spread.
-
-    TRL's formulas with the group taken from ``sizes`` instead of a fixed ``num_generations``:
-    rewards are the weighted sum over reward functions (NaN where every function returned
-    None, left out of means and spreads); ``sum_then_normalize`` subtracts the group mean and
-    divides by the group's (Bessel) standard deviation + 1e-4 (``scale_rewards="batch"``: the
-    batch's; ``"none"``: no division); ``normalize_then_sum`` normalises each function within
-    the group, sums, then normalises over the batch. A group of one rollout has advantage 0.
-    """
-    bounds = np.cumsum([0, *sizes])
-    if bounds[-1] != rewards_per_func.shape[0]:
-        raise ValueError(f"groups of {list(sizes)} rollouts but {rewards_per_func.shape[0]} rows")
-    unscorable = torch.isnan(rewards_per_func).all(dim=1)
-    weights = weights.to(rewards_per_func.device)
-    spans = list(itertools.pairwise(bounds))
-
-    def per_group(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        parts = [fn(x[a:b]).expand(b - a, *x.shape[1:]) for a, b in spans]
-        return torch.cat(parts)
-
-    def group_std(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] < 2:
-            return torch.zeros_like(x[0])
-        return nanstd(x, dim=0)
-
-    if aggregation == "sum_then_normalize":
-        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
-        rewards[unscorable] = torch.nan
-        mean = per_group(rewards, lambda x: torch.nanmean(x))
-        if scale_rewards in ("group", "none"):
-            std = per_group(rewards, group_std)
-        elif scale_rewards == "batch":
-            std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else rewards * 0
-        else:
-            raise ValueError(f"unknown scale_rewards {scale_rewards!r}")
-        advantages = rewards - mean
-        if scale_rewards != "none":
-            advantages = advantages / (std + 1e-4)
-    elif aggregation == "normalize_then_sum":
-        mean_k = per_group(rewards_per_func, lambda x: torch.nanmean(x, dim=0))
-        std_k = per_group(rewards_per_func, group_std)
-        rewards = (((rewards_per_func - mean_k) / (std_k + 1e-4)) * weights.unsqueeze(0)).nansum(1)
-        rewards[unscorable] = torch.nan
-        std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else rewards * 0
-        advantages = (rewards - torch.nanmean(rewards)) / (std + 1e-4)
-    else:
-        raise ValueError(f"unknown multi_objective_aggregation {aggregation!r}")
-    zero_std = torch.isclose(std, torch.zeros_like(std))
-    return torch.nan_to_num(advantages, nan=0.0), zero_std
+from sparft.curricula.base import load_state, save_state
+from sparft.training.advantages import group_advantages
+from sparft.training.checkpoints import CHECKPOINT_PREFIX, SETTINGS_FILE
+from sparft.training.replay import ReplayBuffer, ReplayConfig, StoredGroup
 
 
 def _pad(rows: Sequence[torch.Tensor], value: float, side: str, width: int) -> torch.Tensor:
@@ -120,7 +52,7 @@ def _pad(rows: Sequence[torch.Tensor], value: float, side: str, width: int) -> t
 
 class CurriculumGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose generation batches, group sizes included, come from a ``Curriculum``,
-    optionally mixed with replayed groups (``sparft.replay``)."""
+    optionally mixed with replayed groups (``sparft.training.replay``)."""
 
     def __init__(
         self,
@@ -503,47 +435,6 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             self._replay_rng.bit_generator.state = state["replay_rng"]
 
 
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """Newest checkpoint holding both TRL's state and the curriculum's (i.e. fully written)."""
-    root = Path(folder)
-    if not root.is_dir():
-        return None
-    complete = [
-        p
-        for p in root.glob(f"{CHECKPOINT_PREFIX}*")
-        if p.name[len(CHECKPOINT_PREFIX) :].isdigit()
-        and (p / "trainer_state.json").exists()
-        and (p / CURRICULUM_STATE).exists()
-    ]
-    return max(complete, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
-
-
-def training_dataset(frame: pd.DataFrame, prompt: PromptConfig) -> Any:
-    """TRL's conversational format: ``prompt`` messages, plus ``answer`` and ``id`` columns."""
-    from datasets import Dataset
-
-    return Dataset.from_dict(
-        {
-            "id": frame["id"].astype(str).tolist(),
-            "prompt": [build_messages(q, prompt) for q in frame["question"]],
-            "answer": frame["answer"].astype(str).tolist(),
-        }
-    )
-
-
-def use_bf16(cfg: TrainConfig) -> bool:
-    """Whether training computes in bf16 (bf16 weights, or bf16 autocast over fp32 ones)."""
-    if cfg.precision == "auto":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return cfg.precision in ("bf16", "bf16-mixed")
-
-
-CHECKPOINTING_RENAMES = (
-    ("gradient_checkpointing", "activation_checkpointing"),
-    ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
-)
-
-
 def quiet_known_warnings() -> None:
     """Silence what is known and harmless: TRL 1.16 turns checkpointing off and on around
     every generation through transformers' old method names, and each call warns that the
@@ -557,189 +448,3 @@ def quiet_known_warnings() -> None:
 
 
 quiet_known_warnings()
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def grpo_args(cfg: TrainConfig, report_to: Sequence[str] = ()) -> GRPOConfig:
-    """TRL's GRPOConfig for ``cfg``: one generation batch per optimizer step, logged every step."""
-    rollouts = cfg.rollouts_per_step
-    procs = world_size()
-    if rollouts % procs:
-        raise ValueError(
-            f"train.prompts_per_step x train.num_generations = {rollouts} rollouts per step "
-            f"cannot be split over {procs} processes"
-        )
-    bf16 = use_bf16(cfg)
-    kwargs: dict[str, Any] = {
-        "output_dir": cfg.checkpoint_dir,
-        "max_steps": cfg.max_steps,
-        "per_device_train_batch_size": rollouts // procs,
-        "gradient_accumulation_steps": 1,
-        "num_generations": cfg.num_generations,
-        "max_completion_length": cfg.max_completion_length,
-        "temperature": cfg.temperature,
-        "learning_rate": cfg.learning_rate,
-        "beta": cfg.beta,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": cfg.save_steps,
-        "save_total_limit": cfg.save_total_limit,
-        "seed": cfg.seed,
-        "data_seed": cfg.seed,
-        "bf16": bf16,
-        "fp16": False,
-        "use_cpu": not torch.cuda.is_available(),
-        "report_to": list(report_to) or "none",
-        "reward_weights": [1.0, cfg.format_weight],
-        "disable_tqdm": False,
-        "dataloader_num_workers": 0,
-        "ddp_find_unused_parameters": False,
-    }
-    grpo = dict(cfg.grpo)
-    for old, new in CHECKPOINTING_RENAMES:  # transformers' new names: no deprecation warning
-        if old in grpo:
-            grpo.setdefault(new, grpo.pop(old))
-    kwargs["activation_checkpointing"] = True  # TRL's default for GRPO, under the new name
-    kwargs.update(grpo)
-    return GRPOConfig(**kwargs)
-
-
-def policy_dtype(cfg: TrainConfig) -> torch.dtype:
-    """The dtype of the trained weights: bf16 ones, or fp32 (also the master weights under
-    bf16-mixed's autocast)."""
-    mixed = cfg.precision == "bf16-mixed"
-    return torch.bfloat16 if use_bf16(cfg) and not mixed else torch.float32
-
-
-def load_policy(path: str, cfg: TrainConfig) -> tuple[Any, Any, Any]:
-    """Model, left-padding tokenizer and (when LoRA applies) the peft config."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=policy_dtype(cfg))
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    peft_config = None
-    if cfg.use_lora(model.num_parameters()):
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_target_modules,
-            task_type="CAUSAL_LM",
-        )
-    return model, tokenizer, peft_config
-
-
-RewardFunc = Callable[..., list[float]]
-
-
-def build_trainer(
-    cfg: TrainConfig,
-    model_path: str,
-    frame: pd.DataFrame,
-    curriculum: Curriculum,
-    prompt: PromptConfig,
-    report_to: Sequence[str] = (),
-    callbacks: Sequence[Any] = (),
-    reward_funcs: Sequence[RewardFunc] | None = None,
-) -> CurriculumGRPOTrainer:
-    """The trainer, ready for ``train()``. The first reward function is the solve signal the
-    curriculum sees (correctness by default; tests may pass another)."""
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    model, tokenizer, peft_config = load_policy(model_path, cfg)
-    funcs = list(reward_funcs or (correctness_reward, format_reward))
-    return CurriculumGRPOTrainer(
-        model=model,
-        reward_funcs=funcs,
-        args=grpo_args(cfg, report_to),
-        train_dataset=training_dataset(frame, prompt),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=list(callbacks),
-        curriculum=curriculum,
-        solve_reward=funcs[0].__name__,
-        replay=cfg.replay,
-    )
-
-
-SETTINGS_FILE = "sparft_settings.json"
-
-
-def checkpoint_settings(checkpoint: Path) -> str | None:
-    """The settings fingerprint a checkpoint was saved under (None: saved by an older sparft)."""
-    path = checkpoint / SETTINGS_FILE
-    if not path.is_file():
-        return None
-    return str(json.loads(path.read_text()).get("fingerprint"))
-
-
-def resume_point(cfg: TrainConfig, fingerprint: str | None) -> tuple[Path | None, str | None]:
-    """The checkpoint to resume from under ``cfg.resume``, and a note when one was passed over."""
-    if cfg.resume == "never":
-        return None, None
-    checkpoint = latest_checkpoint(cfg.checkpoint_dir)
-    if checkpoint is None or cfg.resume == "always":
-        return checkpoint, None
-    saved = checkpoint_settings(checkpoint)
-    if fingerprint is not None and saved == fingerprint:
-        return checkpoint, None
-    return None, (
-        f"{checkpoint} was saved under other settings (or data, or model): training starts "
-        "afresh (train.resume: always would continue from it)"
-    )
-
-
-def train(trainer: Any, cfg: TrainConfig) -> tuple[Path | None, str | None]:
-    """Run training, resuming as ``cfg.resume`` says; returns the checkpoint resumed from and a
-    note when a checkpoint was passed over. A fresh start clears the checkpoint folder."""
-    checkpoint, note = resume_point(cfg, getattr(trainer, "settings_fingerprint", None))
-    if checkpoint is None and Path(cfg.checkpoint_dir).exists() and trainer.args.should_save:
-        shutil.rmtree(cfg.checkpoint_dir)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    return checkpoint, note
-
-
-def save_policy(trainer: Any, out: str | Path) -> Path:
-    """Final model (full weights or LoRA adapter) plus tokenizer, swapped in atomically."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if trainer.args.should_save:
-        shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    if trainer.args.should_save:
-        trainer.processing_class.save_pretrained(str(tmp))
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    return out
-
-
-def log_history_frame(log_history: list[dict[str, Any]]) -> pd.DataFrame:
-    """Trainer's per-step logs (loss, reward, KL, lengths, timings) as one row per step."""
-    return pd.DataFrame([r for r in log_history if "step" in r and "loss" in r])
-
-
-def summary_metrics(history: pd.DataFrame, logs: pd.DataFrame) -> dict[str, float]:
-    """Run-level numbers for DVC metrics and MLflow."""
-    out: dict[str, float] = {"steps": float(len(history))}
-    if not history.empty:
-        out["solve_rate_mean"] = float(history["solve_rate"].mean())
-        tail = history.tail(max(1, len(history) // 4))
-        out["solve_rate_last_quarter"] = float(tail["solve_rate"].mean())
-        out["effective_prompt_ratio"] = float(history["effective_prompt_ratio"].mean())
-        out["unique_questions_seen"] = float(history["unique_seen"].iloc[-1])
-        out["rollouts_total"] = float(history["rollouts_total"].iloc[-1])
-    for key in ("time/generation_s", "time/update_s", "kl", "completions/mean_length"):
-        if key in logs and logs[key].notna().any():
-            out["mean_" + key.replace("/", "_")] = float(logs[key].mean())
-    return {k: v for k, v in out.items() if math.isfinite(v)}

@@ -1,14 +1,21 @@
-"""The ``train`` section, kept apart from the trainer so reading params never imports TRL."""
+"""The ``train`` section of ``params.yaml`` and the precision it implies, kept apart from the
+trainer so that reading params, or picking the dtype the held-out checks serve weights in, never
+imports TRL: ``sparft.config`` imports this module everywhere, and torch is imported only inside
+the two functions that ask it about the hardware (``use_bf16``, ``policy_dtype``).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sparft.curricula.allocation import Allocation
 from sparft.curricula.registry import curricula
-from sparft.replay import ReplayConfig
+from sparft.training.replay import ReplayConfig
+
+if TYPE_CHECKING:
+    import torch
 
 Precision = Literal["auto", "fp32", "bf16", "bf16-mixed"]
 
@@ -139,3 +146,21 @@ class TrainConfig(BaseModel):
         if self.lora == "auto":
             return n_parameters > LORA_AUTO_THRESHOLD
         return self.lora == "on"
+
+
+def use_bf16(cfg: TrainConfig) -> bool:
+    """Whether training computes in bf16 (bf16 weights, or bf16 autocast over fp32 ones)."""
+    import torch
+
+    if cfg.precision == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cfg.precision in ("bf16", "bf16-mixed")
+
+
+def policy_dtype(cfg: TrainConfig) -> torch.dtype:
+    """The dtype of the trained weights: bf16 ones, or fp32 (also the master weights under
+    bf16-mixed's autocast)."""
+    import torch
+
+    mixed = cfg.precision == "bf16-mixed"
+    return torch.bfloat16 if use_bf16(cfg) and not mixed else torch.float32
