@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sparft.serving import ServerConfig, death_notice, serving
+from sparft.generation.server import ServerConfig, death_notice, serving
 
 if TYPE_CHECKING:
     import httpx

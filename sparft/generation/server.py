@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from sparft.generation import GenerationConfig
+    from sparft.generation.client import GenerationConfig
 
 log = logging.getLogger(__name__)
 
