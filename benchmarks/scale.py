@@ -75,7 +75,8 @@ def reserved_label(reserved: int | None) -> str:
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     from sparft.arithmetic import ArithmeticConfig
     from sparft.data import DataConfig, load_dataset
-    from sparft.generation.server import ServerConfig, serving
+    from sparft.generation.config import ServerConfig
+    from sparft.generation.server import serving
     from sparft.models import prepare_model
     from sparft.probe import sample_questions
 

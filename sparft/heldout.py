@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sparft.generation import Prompt, PromptResult
-    from sparft.generation.server import ServerConfig, VLLMServer
+    from sparft.generation.config import ServerConfig
+    from sparft.generation.server import VLLMServer
     from sparft.prompts import PromptConfig
 
 JOURNAL = "heldout.jsonl"

@@ -22,8 +22,8 @@ from sparft.generation import (
     encode_prompts,
     make_backend,
 )
+from sparft.generation.config import ServerConfig
 from sparft.generation.server import (
-    ServerConfig,
     ServerStartError,
     free_port,
     vllm_python,

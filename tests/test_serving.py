@@ -16,10 +16,10 @@ from sparft.arithmetic import ArithmeticConfig
 from sparft.config import load_params
 from sparft.data import DataConfig, load_dataset
 from sparft.generation import GenerationConfig, ServerError, make_backend
+from sparft.generation.config import ServerConfig
 from sparft.generation.server import (
     RUNNING,
     UNSEEDED_NOTE,
-    ServerConfig,
     ServerStartError,
     VLLMServer,
     WeightLoadError,
