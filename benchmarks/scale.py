@@ -75,9 +75,10 @@ def reserved_label(reserved: int | None) -> str:
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     from sparft.arithmetic import ArithmeticConfig
     from sparft.data import DataConfig, load_dataset
+    from sparft.generation.config import ServerConfig
+    from sparft.generation.server import serving
     from sparft.models import prepare_model
     from sparft.probe import sample_questions
-    from sparft.serving import ServerConfig, serving
 
     frame, _ = load_dataset(DataConfig(), ArithmeticConfig(per_grade=max(args.questions // 8, 1)))
     cfg = ProbeConfig(

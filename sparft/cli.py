@@ -17,9 +17,9 @@ from sparft.checks import Check
 from sparft.config import ConfigError, Params, dump_params, keys_holding, load_params
 from sparft.data import DataError, FieldMap, load_dataset
 from sparft.generation import GenerationError
+from sparft.generation.server import ServerStartError
 from sparft.io import write_json, write_parquet
 from sparft.models import ModelNotAvailableError, list_presets, prepare_model
-from sparft.serving import ServerStartError
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 config_app = typer.Typer(no_args_is_help=True, help="Show the resolved configuration.")

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sparft.serving import free_port
+from sparft.generation.server import free_port
 from sparft.stages import STAGES
 from sparft.testing import tiny_project
 

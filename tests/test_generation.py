@@ -22,14 +22,14 @@ from sparft.generation import (
     encode_prompts,
     make_backend,
 )
-from sparft.models import load_causal_lm
-from sparft.serving import (
-    ServerConfig,
+from sparft.generation.config import ServerConfig
+from sparft.generation.server import (
     ServerStartError,
     free_port,
     vllm_python,
     wait_healthy,
 )
+from sparft.models import load_causal_lm
 from sparft.testing import tiny_sentences
 
 REPO = Path(__file__).resolve().parents[1]

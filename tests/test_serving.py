@@ -1,7 +1,7 @@
-"""The vLLM server sparft starts itself (``sparft.serving``), against a stand-in server run the
-way the real one is (``python -m vllm.entrypoints.openai.api_server ...`` from a separate
-environment): started on 127.0.0.1 and stopped, no per-request seed to a CPU build, a clear
-error and a resumable probe when it dies mid-batch, its log when it fails to start."""
+"""The vLLM server sparft starts itself (``sparft.generation.server``), against a stand-in
+server run the way the real one is (``python -m vllm.entrypoints.openai.api_server ...`` from a
+separate environment): started on 127.0.0.1 and stopped, no per-request seed to a CPU build, a
+clear error and a resumable probe when it dies mid-batch, its log when it fails to start."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ from sparft.arithmetic import ArithmeticConfig
 from sparft.config import load_params
 from sparft.data import DataConfig, load_dataset
 from sparft.generation import GenerationConfig, ServerError, make_backend
-from sparft.probe import Journal, ProbeConfig, fingerprint, probe_sharded
-from sparft.prompts import PromptConfig
-from sparft.serving import (
+from sparft.generation.config import ServerConfig
+from sparft.generation.server import (
     RUNNING,
     UNSEEDED_NOTE,
-    ServerConfig,
     ServerStartError,
     VLLMServer,
     WeightLoadError,
     load_weights,
     serving,
 )
+from sparft.probe import Journal, ProbeConfig, fingerprint, probe_sharded
+from sparft.prompts import PromptConfig
 from sparft.training.heldout import SERVER_ENV, HeldoutCurve, ServedChecks, SharedServer
 
 
@@ -89,14 +89,14 @@ def test_cpu_server_dtype_and_cores_follow_the_machine(
     dtype: str,
     reserved: str | None,
 ) -> None:
-    import sparft.serving as serving_module
+    import sparft.generation.server as server_module
 
     monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(tmp_path / "requests.jsonl"))
-    monkeypatch.delenv(serving_module.RESERVED_ENV, raising=False)
+    monkeypatch.delenv(server_module.RESERVED_ENV, raising=False)
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-    monkeypatch.setattr(serving_module, "CPUINFO", cpuinfo)
-    monkeypatch.setattr(serving_module, "available_cores", lambda: cores)
+    monkeypatch.setattr(server_module, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(server_module, "available_cores", lambda: cores)
     cfg = _config(tmp_path, fake_vllm_python(tmp_path, cpu), tiny_lm_dir)
     with serving(cfg):
         pass
@@ -108,10 +108,10 @@ def test_cpu_server_dtype_and_cores_follow_the_machine(
 def test_reserved_cores_set_in_params_win(
     tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sparft.serving as serving_module
+    import sparft.generation.server as server_module
 
     monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(tmp_path / "requests.jsonl"))
-    monkeypatch.setenv(serving_module.RESERVED_ENV, "0")
+    monkeypatch.setenv(server_module.RESERVED_ENV, "0")
     cfg = _config(tmp_path, fake_vllm_python(tmp_path, True), tiny_lm_dir)
     cfg.server.cpu_reserved_cores = 1
     with serving(cfg):

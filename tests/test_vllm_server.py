@@ -18,7 +18,8 @@ import psutil
 import pytest
 import yaml
 
-from sparft.serving import PYTHON_ENV, ServerConfig, ServerStartError, vllm_python
+from sparft.generation.config import PYTHON_ENV, ServerConfig
+from sparft.generation.server import ServerStartError, vllm_python
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -43,11 +43,11 @@ def run(params: Params) -> dict[str, Any]:
     import shutil
 
     from sparft.data import read_dataset
+    from sparft.generation.server import serving
     from sparft.io import write_json, write_parquet
     from sparft.models import prepare_model
     from sparft.plots import plot_solve_rate_histogram
     from sparft.probe import probe_sharded, probe_with_labels, sample_questions
-    from sparft.serving import serving
 
     cfg = params.probe
     frame = sample_questions(read_dataset(params.data.out), cfg)

@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sparft.generation import Prompt, PromptResult
+    from sparft.generation.config import ServerConfig
+    from sparft.generation.server import VLLMServer
     from sparft.prompts import PromptConfig
-    from sparft.serving import ServerConfig, VLLMServer
 
 JOURNAL = "heldout.jsonl"
 SERVER_ENV = "SPARFT_HELDOUT_SERVER_URL"  # a shared server's /v1 URL (the compare flow's)
@@ -145,7 +146,7 @@ class SharedServer:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from sparft.serving import VLLMServer
+        from sparft.generation.server import VLLMServer
 
         with self._lock:
             if self._url is None:
@@ -197,7 +198,7 @@ class ServedChecks:
     def connect(self, policy: Any) -> str:
         """The server's URL, once it answers: if none was named, one started here for
         ``model`` in ``policy``'s dtype."""
-        from sparft.serving import wait_healthy
+        from sparft.generation.server import wait_healthy
 
         if self.url is None:
             dtype = vllm_dtype(next(policy.parameters()).dtype)
@@ -219,7 +220,7 @@ class ServedChecks:
         self, policy: Any, prompts: Sequence[Prompt], max_new_tokens: int
     ) -> list[PromptResult]:
         from sparft.generation import GenerationConfig, VLLMServerBackend
-        from sparft.serving import load_weights
+        from sparft.generation.server import load_weights
 
         if hasattr(policy, "peft_config"):
             raise NotImplementedError(

@@ -33,20 +33,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from sparft.generation import GenerationConfig
+from sparft.generation.config import (
+    PYTHON_ENV,
+    SMALL_MACHINE_CORES,
+    VLLM_VENV,
+    GenerationConfig,
+    ServerConfig,
+)
 
 log = logging.getLogger(__name__)
 
-VLLM_VENV = Path(".venv-vllm")
-PYTHON_ENV = "SPARFT_VLLM_PYTHON"
 RESERVED_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
 DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"  # opens /collective_rpc and /reset_prefix_cache
-SMALL_MACHINE_CORES = 4  # at most this many: vLLM keeps no core for its scheduler
 CPUINFO = Path("/proc/cpuinfo")
 NO_BF16_NOTE = (
     "this CPU has no native bf16 (neither AVX512-BF16 nor AMX), where vLLM's CPU build runs a "
@@ -57,48 +56,6 @@ UNSEEDED_NOTE = (
     "the vLLM server runs vLLM's CPU build, whose engine dies on per-request seeds: none are "
     "sent, so sampling through it is not seeded and reruns draw other samples"
 )
-
-
-class ServerConfig(BaseModel):
-    """``generation.server``: the vLLM server sparft starts when ``server_url`` is not set."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    python: str | None = Field(
-        None,
-        description=f"Interpreter of the vLLM environment; null: ${PYTHON_ENV}, else "
-        f"{VLLM_VENV}/bin/python in the project (`make vllm-env` builds it).",
-    )
-    host: str = Field("127.0.0.1", description="Address the server binds to.")
-    port: int = Field(0, ge=0, le=65535, description="Port; 0 picks a free one.")
-    startup_timeout_s: float = Field(
-        900.0, gt=0, description="Most seconds to wait for /health (CPU: 2-4 min to compile)."
-    )
-    max_model_len: int = Field(2048, ge=64, description="Longest prompt + completion, tokens.")
-    memory_fraction: float = Field(
-        0.3,
-        gt=0.0,
-        le=1.0,
-        description="--gpu-memory-utilization: share of GPU memory, or on the CPU build of "
-        "host memory, that vLLM reserves.",
-    )
-    cpu_kv_cache_gib: int = Field(
-        4, ge=1, description="VLLM_CPU_KVCACHE_SPACE for the CPU build: KV cache size in GiB."
-    )
-    cpu_reserved_cores: int | None = Field(
-        None,
-        ge=0,
-        description="CPU build: cores vLLM keeps for its scheduler, off the model's threads "
-        "(VLLM_CPU_NUM_OF_RESERVED_CPU); null: none on a machine of at most "
-        f"{SMALL_MACHINE_CORES} cores, where vLLM's one reserved core is a large share of "
-        "its compute, else vLLM's own choice.",
-    )
-    extra_args: list[str] = Field(
-        default_factory=list, description="More `vllm serve` arguments, passed as they are."
-    )
-    log_file: str = Field(
-        "data/logs/vllm-server.log", description="Where the server's output goes."
-    )
 
 
 class ServerStartError(RuntimeError):
