@@ -29,6 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -36,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sparft import answers
-from sparft.answers import answers_match, is_correct
+from sparft.answers import answers_match, grading, is_correct, limits, rules, verify
 from sparft.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,32 +98,33 @@ def _none(*args: object) -> None:
     return None
 
 
-# sparft's own rules, each replaced by "finds nothing" in turn: (module attribute, stand-in).
-ABLATIONS: dict[str, tuple[str, Callable[..., Any]]] = {
-    "joined boxes": ("_joins_boxes", lambda gap: False),
-    "answer-only completions": ("_bare_answer", _none),
-    "answer phrases": ("_answer_phrase", _none),
-    "math-verify extraction": ("_mv_extract", _none),
-    "last number": ("_last_number", _none),
-    "gold answer extraction": ("_gold_answer", lambda gold, timeout_s: gold),
-    "text answers as words": ("_words", _none),
-    "equation sides": ("_equation_sides", lambda pred, gold: (pred, gold)),
-    "relative check of numbers": ("_same_number", lambda gold, pred: True),
+# sparft's own rules, each replaced by "finds nothing" in turn: (the module whose code calls it,
+# its name there, stand-in).
+ABLATIONS: dict[str, tuple[ModuleType, str, Callable[..., Any]]] = {
+    "joined boxes": (rules, "_joins_boxes", lambda gap: False),
+    "answer-only completions": (grading, "_bare_answer", _none),
+    "answer phrases": (grading, "_answer_phrase", _none),
+    "math-verify extraction": (verify, "_mv_extract", _none),
+    "last number": (grading, "_last_number", _none),
+    "gold answer extraction": (grading, "_gold_answer", lambda gold, timeout_s: gold),
+    "text answers as words": (rules, "_words", _none),
+    "equation sides": (verify, "_equation_sides", lambda pred, gold: (pred, gold)),
+    "relative check of numbers": (verify, "_same_number", lambda gold, pred: True),
 }
 
 
 @contextlib.contextmanager
-def _without(attribute: str, stand_in: Callable[..., Any]) -> Any:
-    original = getattr(answers, attribute)
-    calls = answers._WORKER_CALLS
-    setattr(answers, attribute, stand_in)
+def _without(module: ModuleType, attribute: str, stand_in: Callable[..., Any]) -> Any:
+    original = getattr(module, attribute)
+    calls = limits._WORKER_CALLS
+    setattr(module, attribute, stand_in)
     if attribute == "_mv_extract":
         calls["extract"] = stand_in
     try:
         yield
     finally:
-        setattr(answers, attribute, original)
-        calls["extract"] = answers._mv_extract
+        setattr(module, attribute, original)
+        calls["extract"] = verify._mv_extract
 
 
 def run_ablations(cases: list[dict[str, Any]]) -> dict[str, float]:
@@ -133,8 +135,8 @@ def run_ablations(cases: list[dict[str, Any]]) -> dict[str, float]:
         return round(sum(ok) / len(ok), 4)
 
     out = {"all rules": agreement()}
-    for name, (attribute, stand_in) in ABLATIONS.items():
-        with _without(attribute, stand_in):
+    for name, (module, attribute, stand_in) in ABLATIONS.items():
+        with _without(module, attribute, stand_in):
             out[f"without {name}"] = agreement()
     return out
 

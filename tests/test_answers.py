@@ -17,6 +17,7 @@ from sparft.answers import (
     extract_answer,
     grade,
     is_correct,
+    limits,
 )
 
 PATHOLOGICAL = r"\boxed{9^{9^{9^{9}}}}"
@@ -204,7 +205,7 @@ def test_pathological_input_in_worker_threads_is_bounded() -> None:
         start = time.perf_counter()
         assert not pool.submit(is_correct, PATHOLOGICAL, "5", 1.0).result()
         elapsed = time.perf_counter() - start
-        assert elapsed < 1.0 + answers._WORKER_GRACE_S + 0.5
+        assert elapsed < 1.0 + limits._WORKER_GRACE_S + 0.5
         assert pool.submit(answers_match, r"\frac{1}{2}", "0.5").result()
         assert not pool.submit(answers_match, "1/2", "2").result()
 
@@ -238,7 +239,7 @@ def test_a_batch_of_hostile_completions_ends_within_its_budget(in_thread: bool) 
     else:
         verdicts, skipped, elapsed = batch()
     assert verdicts[:8] == [0.0] * 8 and skipped >= 7
-    assert elapsed < 1.0 + answers._WORKER_GRACE_S + 1.0
+    assert elapsed < 1.0 + limits._WORKER_GRACE_S + 1.0
     assert verdicts[8] == 1.0  # 1/2 = 0.5 without math-verify: the fast rules settle it
     logged: dict[str, float] = {}
     rewards = correctness_reward(
@@ -260,7 +261,7 @@ def test_threading_thread_and_dead_worker_recovery() -> None:
     thread.start()
     thread.join(timeout=60)
     assert results == [True]
-    pool = answers._get_pool()
+    pool = limits._get_pool()
     assert pool._idle, "a check from a non-main thread should have started a worker process"
     for worker in list(pool._idle):
         worker.proc.kill()
@@ -277,11 +278,11 @@ def test_stuck_worker_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
         "import sys, time; print('{\"ready\": true}', flush=True); "
         "sys.stdin.readline(); time.sleep(600)"
     )
-    monkeypatch.setattr(answers, "_WORKER_BOOT", stuck)
-    worker = answers._Worker()
+    monkeypatch.setattr(limits, "_WORKER_BOOT", stuck)
+    worker = limits._Worker()
     start = time.perf_counter()
     assert worker.call("match", ["1", "2"], 0.2) is None
-    assert time.perf_counter() - start < 0.2 + answers._WORKER_GRACE_S + 0.5
+    assert time.perf_counter() - start < 0.2 + limits._WORKER_GRACE_S + 0.5
     assert not worker.alive
 
 
@@ -337,7 +338,7 @@ def test_slow_extraction_is_cut_off_and_falls_back(monkeypatch: pytest.MonkeyPat
         time.sleep(30)
         return "never"
 
-    monkeypatch.setitem(answers._WORKER_CALLS, "extract", stuck)
+    monkeypatch.setitem(limits._WORKER_CALLS, "extract", stuck)
     start = time.perf_counter()
     assert extract_answer("We add them up and get 17 in the end", timeout_s=0.3) == "17"
     assert time.perf_counter() - start < 1.0
