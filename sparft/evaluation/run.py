@@ -28,10 +28,10 @@ from sparft.generation import (
     make_backend,
     progress_bar,
 )
+from sparft.generation.server import serving
 from sparft.models import ModelNotAvailableError, resolve_model
 from sparft.parallel import deal, in_process, map_shards, unit_seed, workers
 from sparft.prompts import PromptConfig, build_messages
-from sparft.generation.server import serving
 
 BASE_LABEL = "base"
 
