@@ -2,7 +2,7 @@
 
 The stages before ``train`` run once (the cached ``pipeline`` subflow); then every strategy of
 ``compare.strategies`` (``sparft.comparison.STRATEGIES``) trains with every seed of
-``compare.seeds`` in its own working copy (``flows.compare.run_variants``: cached, one MLflow
+``compare.seeds`` in its own working copy (``flows.grid.run_variants``: cached, one MLflow
 variant run each), checking greedy accuracy on the evaluate stage's first benchmark every
 ``compare.eval_every`` steps (``train.heldout``; the shared step-0 point is computed once), all
 under ``compare.scale`` (params for every stage, before the caller's overrides). The
@@ -24,7 +24,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.compare import flow_tags, run_variants, slug
+from flows.grid import flow_tags, run_variants, slug
 from flows.preflight import after_probe, compare_setup
 from flows.tasks import working_dir
 from sparft.comparison import (
@@ -254,7 +254,7 @@ def compare_strategies(
     root = Path(project_dir).resolve() if project_dir else Path.cwd()
     started = time.perf_counter()
     with working_dir(root):
-        params, cfg, overrides = compare_setup(
+        params, cfg = compare_setup(
             params_file, overrides or [], strategies, seeds, parallel, pairs
         )
         logger = get_run_logger()
@@ -270,8 +270,7 @@ def compare_strategies(
                 )
 
             results = run_variants(
-                params_file,
-                overrides,
+                params,
                 root,
                 variants(cfg, root),
                 parallel=cfg.parallel,

@@ -48,9 +48,11 @@ def pipeline(
     worker_cpus: float = 1.0,
     worker_gpus: float = 0.0,
     strict: bool = False,
+    params: Params | None = None,
 ) -> dict[str, Any]:
     """Run the stages (all by default) in the project folder (default: the current one) with
-    ``params_file`` plus ``section.key=value`` overrides; returns each stage's summary.
+    ``params_file`` plus ``section.key=value`` overrides; returns each stage's summary. A flow
+    that has the params validated already passes them as ``params`` (the file is not read).
 
     Before ``train``, once the probe and cluster stages have run, the preflight checks
     (``sparft.preflight``) go into the report and the MLflow run; with ``strict`` a warning
@@ -62,7 +64,8 @@ def pipeline(
     root = Path(project_dir).resolve() if project_dir else Path.cwd()
     settings = RunnerSettings(runner, ray_address, workers, worker_cpus, worker_gpus)
     with working_dir(root), shard_runner(settings, get_run_logger().info):
-        params = load_params(params_file, overrides or [])
+        if params is None:
+            params = load_params(params_file, overrides or [])
         config = params.model_dump(mode="json")
         known = list(STAGES)
         unknown = sorted(set(stages or ()) - set(known))

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from flows.dvc_state import DvcLock, output_digests, spec_of, stage_key
 from sparft.checks import Check
 from sparft.comparison import CompareConfig
-from sparft.config import ConfigError, Params, as_overrides, load_params
+from sparft.config import ConfigError, Params, as_overrides, load_params, with_overrides
 from sparft.preflight import report, run_checks, strict_error
 from sparft.stages import STAGES
 from sparft.stages.cluster import OUT as CLUSTERS
@@ -70,11 +70,12 @@ def compare_setup(
     seeds: list[int] | None = None,
     parallel: int | None = None,
     pairs: list[str] | None = None,
-) -> tuple[Params, CompareConfig, list[str]]:
-    """A comparison's settings: the ``compare`` section with the given strategies, seeds,
-    parallelism and pairs, and the params every stage runs under (``compare.scale``, then
-    ``overrides``), with those overrides; what the flow runs and its preflight checks."""
-    params = load_params(params_file, overrides)
+) -> tuple[Params, CompareConfig]:
+    """A comparison's settings: the params every stage runs under (``compare.scale``, then
+    ``overrides``) and the ``compare`` section with the given strategies, seeds, parallelism
+    and pairs; what the flow runs and its preflight checks. The file is read once."""
+    base = load_params(params_file)
+    params = with_overrides(base, overrides, params_file)
     given = {"strategies": strategies, "seeds": seeds, "parallel": parallel, "pairs": pairs}
     try:
         cfg = CompareConfig.model_validate(
@@ -88,7 +89,7 @@ def compare_setup(
         raise ConfigError(found.replace("compare.: ", "compare: ")) from err
     scaled = [*as_overrides(cfg.scale), *overrides]
     try:
-        return load_params(params_file, scaled), cfg, scaled
+        return with_overrides(base, scaled, params_file), cfg
     except ConfigError as err:
         raise ConfigError(f"compare.scale: {err}") from err
 

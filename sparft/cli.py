@@ -29,6 +29,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 console = Console()
+err_console = Console(stderr=True)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Configuration file.")]
 SetOpt = Annotated[
@@ -595,8 +596,8 @@ def eval_(
     console.print(f"wrote {summary['results']}, {out / 'metrics.json'} and {summary['plot']}")
 
 
-@app.command()
-def compare(
+@app.command("summarise-runs")
+def summarise_runs_command(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     experiment: Annotated[
@@ -606,8 +607,9 @@ def compare(
         "data/plots/compare.png"
     ),
 ) -> None:
-    """Compare finished pipeline runs recorded in MLflow: per strategy, the trained model's
-    held-out accuracy (mean ± sd over runs), data size, steps and wall time."""
+    """Summarise the finished pipeline runs recorded in MLflow, per strategy: the trained
+    model's held-out accuracy (mean ± sd over runs), data size, steps and wall time. (No test:
+    for seed-level statistics use compare-strategies or analyse.)"""
     from sparft.plots import plot_comparison
     from sparft.tracking import pipeline_runs, summarise_runs
 
@@ -631,6 +633,20 @@ def compare(
         )  # fmt: skip
     console.print(table)
     console.print(f"plot: {plot_comparison(runs, out)}")
+
+
+@app.command("compare", deprecated=True)
+def compare_alias(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment.")] = None,
+    out: Annotated[Path, typer.Option(help="Comparison plot (PNG).")] = Path(
+        "data/plots/compare.png"
+    ),
+) -> None:
+    """Deprecated name of `summarise-runs` (kept for one release)."""
+    err_console.print("sparft compare is deprecated: use sparft summarise-runs", soft_wrap=True)
+    summarise_runs_command(params, set_, experiment, out)
 
 
 def _or_never(value: Any) -> str:
@@ -753,9 +769,7 @@ def compare_strategies(
     from sparft.comparison import format_interval
 
     try:
-        scaled, cfg, _ = compare_setup(
-            str(params), list(set_ or []), strategy, seed, parallel, pair
-        )
+        scaled, cfg = compare_setup(str(params), list(set_ or []), strategy, seed, parallel, pair)
     except ConfigError as err:
         _fail(err)
     checks = _preflight(scaled, dry_run, strict, cfg.strategies, cfg.seeds)

@@ -166,18 +166,31 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         raw = loaded or {}
-    raw = apply_overrides(raw, overrides or [])
+    return validate_params(apply_overrides(raw, overrides or []), str(path))
+
+
+def validate_params(raw: dict[str, Any], source: str) -> Params:
+    """``raw`` (a params mapping, from a file or a ``Params.model_dump``) validated, after
+    importing the modules its ``methods`` list names; errors name ``source``."""
     methods = raw.get("methods") or []
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
-        raise ConfigError(f"{path}: methods: expected a list of module names, got {methods!r}")
+        raise ConfigError(f"{source}: methods: expected a list of module names, got {methods!r}")
     try:
         load_plugins(methods)
     except ValueError as err:
-        raise ConfigError(f"{path}: {err}") from err
+        raise ConfigError(f"{source}: {err}") from err
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, str(path))) from err
+        raise ConfigError(_format_errors(err, source)) from err
+
+
+def with_overrides(params: Params, overrides: list[str], source: str = "overrides") -> Params:
+    """``params`` with ``section.key=value`` overrides applied and validated again: what
+    ``load_params(file, overrides)`` gives, without reading the file a second time."""
+    if not overrides:
+        return params
+    return validate_params(apply_overrides(params.model_dump(mode="json"), overrides), source)
 
 
 def keys_holding(params: Params, value: object) -> list[str]:

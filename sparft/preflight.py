@@ -1,12 +1,12 @@
 """Preflight: before any training, do the settings let every method do what its paper describes?
 
-Each curriculum declares its own conditions (``Curriculum.preflight``), each allocator its own
-(``sparft.curricula.allocation.ALLOCATION_CHECKS``); the conditions of the whole run are here:
-the probe, training and held-out token budgets, the pool's share of questions the probe never or
-always solved, and (for a comparison) whether its seeds can make a difference significant.
-``run_checks`` collects them, per strategy of a comparison. A check that needs the probe's
-solve rates is ``pending`` ("known after the probe") until the caller hands the probe's rows in;
-this module reads no stage output itself, so the flows decide which outputs are current.
+Each method declares its own conditions (its registry entry's ``preflight``), each allocator its
+own (``sparft.curricula.allocation_checks.ALLOCATION_CHECKS``); the conditions of the whole run are
+here: the probe, training and held-out token budgets, the pool's share of questions the probe never
+or always solved, and (for a comparison) whether its seeds can make a difference significant.
+``run_checks`` collects them, per strategy of a comparison. A check that needs the probe's solve
+rates is ``pending`` ("known after the probe") until the caller hands the probe's rows in; this
+module reads no stage output itself, so the flows decide which outputs are current.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pandas as pd
 
 from sparft.checks import AFTER_PROBE, Check, ok, pending, warn
 from sparft.comparison import BASELINE, analyse_report, strategy_overrides
-from sparft.config import ConfigError, Params, apply_overrides, as_overrides
+from sparft.config import ConfigError, Params, as_overrides, with_overrides
 from sparft.curricula import curricula, preflight_checks
 from sparft.seed_stats import mde, min_p_value, min_seeds
 
@@ -170,9 +170,7 @@ def seed_power(seeds: Sequence[int], previous: Mapping[str, Any] | None = None) 
 def strategy_params(params: Params, name: str) -> Params:
     """``params`` under strategy ``name``'s overrides, as the comparison trains it."""
     overrides, _ = strategy_overrides(name)
-    return Params.model_validate(
-        apply_overrides(params.model_dump(mode="json"), as_overrides(overrides))
-    )
+    return with_overrides(params, as_overrides(overrides), f"strategy {name}")
 
 
 def run_checks(

@@ -34,6 +34,7 @@ def test_help_on_every_command() -> None:
         ["stage"],
         ["run"],
         ["serve"],
+        ["summarise-runs"],
         ["compare"],
         ["eval"],
     ):
@@ -125,7 +126,10 @@ def test_run_executes_every_stage(in_tmp: Path, tiny_lm_dir: Path) -> None:
     for child in children.values():
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
-    compared = runner.invoke(app, ["compare"])
+    compared = runner.invoke(app, ["summarise-runs"])
     assert compared.exit_code == 0, compared.output
     assert "1 pipeline runs" in compared.output
+    old_name = runner.invoke(app, ["compare"])  # the deprecated alias, for one release
+    assert old_name.exit_code == 0 and "1 pipeline runs" in old_name.output
+    assert "use sparft summarise-runs" in old_name.output
     assert (in_tmp / "data" / "plots" / "compare.png").stat().st_size > 0

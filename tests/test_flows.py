@@ -99,8 +99,8 @@ def test_retries_only_transient_errors() -> None:
 
 
 def test_compare_grid_and_inputs() -> None:
-    from flows.compare import expand, metrics_table, variant_inputs
     from flows.dvc_state import all_specs
+    from flows.grid import expand, metrics_table, variant_inputs
     from sparft.config import Params
 
     variants = expand({"train.curriculum": ["sparft", "uniform"], "train.seed": [0, 1]})
@@ -128,6 +128,18 @@ def test_compare_grid_and_inputs() -> None:
     assert rows == [
         {"variant": "a", "model": "trained", "benchmark": "b", "pass@1": 0.25, "mlflow_run_id": "r"}
     ]
+
+
+def test_the_old_grid_flow_name_still_runs_with_a_deprecation_note() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.compare", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "--grid" in done.stdout
+    assert "use python -m flows.grid" in done.stderr
 
 
 def test_stage_headline_lists_the_summary_numbers() -> None:
@@ -446,8 +458,8 @@ def _wait_for(probe: Any, timeout: float) -> Any:
 
 @pytest.mark.slow
 @pytest.mark.server
-def test_compare_flow_maps_variants_in_working_copies(project: Project, server: Server) -> None:
-    args = [sys.executable, "-m", "flows.compare", "--grid", "train.curriculum=sparft,uniform"]
+def test_grid_flow_maps_variants_in_working_copies(project: Project, server: Server) -> None:
+    args = [sys.executable, "-m", "flows.grid", "--grid", "train.curriculum=sparft,uniform"]
     env = project.env(server.wait(), project.root.parent / "prefect-client")
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
@@ -463,7 +475,7 @@ def test_compare_flow_maps_variants_in_working_copies(project: Project, server: 
 
     with prefect_client(server.url) as client:
         (run,) = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["sparft-compare"]))
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["sparft-grid"]))
         )
         assert run.state.name == "Completed"
         states = _task_states(client, str(run.id), 3)
@@ -484,9 +496,9 @@ def test_compare_flow_maps_variants_in_working_copies(project: Project, server: 
         workdir = project.root / "data" / "compare" / label
         assert (workdir / "data" / "train" / "model" / "config.json").is_file()
         assert (workdir / "data" / "eval" / "metrics.json").is_file()
-    table = str(artifacts["sparft-compare"].data)
+    table = str(artifacts["sparft-grid"].data)
     assert "curriculum=sparft" in table and "curriculum=uniform" in table
-    strategies = str(artifacts["sparft-compare-summary"].data)
+    strategies = str(artifacts["sparft-grid-summary"].data)
     assert "sparft (thompson, negated-solve-rate)" in strategies and "uniform" in strategies
     assert (project.root / "data" / "compare" / "compare.png").stat().st_size > 0
     assert "Data and pipelines are up to date" in project.run(["dvc", "status"])
@@ -494,10 +506,10 @@ def test_compare_flow_maps_variants_in_working_copies(project: Project, server: 
 
     mlflow.set_tracking_uri(f"sqlite:///{project.root / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["sparft"])
-    (compare_id,) = runs.loc[runs["tags.mlflow.runName"] == "compare", "run_id"]
-    logged = [a.path for a in mlflow.MlflowClient().list_artifacts(compare_id, "compare")]
-    assert logged == ["compare/compare.png"]
-    children = runs[runs["tags.mlflow.parentRunId"] == compare_id]
+    (grid_id,) = runs.loc[runs["tags.mlflow.runName"] == "grid", "run_id"]
+    logged = [a.path for a in mlflow.MlflowClient().list_artifacts(grid_id, "grid")]
+    assert logged == ["grid/compare.png"]
+    children = runs[runs["tags.mlflow.parentRunId"] == grid_id]
     variants = children[children["tags.mlflow.runName"].str.startswith("variant ")]
     assert len(variants) == 2  # beside them, the shared stages' pipeline run
     assert set(variants["params.curriculum"]) == {"sparft", "uniform"}  # headline params

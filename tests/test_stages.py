@@ -90,10 +90,15 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def test_no_import_cycle_among_the_project_modules() -> None:
+@pytest.mark.parametrize("type_checking", [False, True], ids=["runtime", "type-only too"])
+def test_no_import_cycle_among_the_project_modules(type_checking: bool) -> None:
     modules = _modules()
     graph = {
-        name: [m for m in imported_modules(path, name) if m in modules and m != name]
+        name: [
+            m
+            for m in imported_modules(path, name, type_checking=type_checking)
+            if m in modules and m != name
+        ]
         for name, path in modules.items()
     }
     # a package's __init__ that only hands its submodules' names on is not a cycle with them

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from sparft.curricula import allocation, cures, dots, dump, uniform
 from sparft.curricula import sparft as sparft_curriculum
-from sparft.curricula.allocation import Allocator, allocation_checks, check_budget
+from sparft.curricula.allocation import Allocator, check_budget
+from sparft.curricula.allocation_checks import allocation_checks
 from sparft.curricula.base import Assignment, Curriculum, Group
 from sparft.curricula.registry import METHODS, Method, curricula, method, register
 
@@ -54,7 +55,7 @@ def frame_columns(name: str, params: Any) -> tuple[str, ...]:
 
 def preflight_checks(name: str, params: Any, probe: pd.DataFrame | None) -> list[Check]:
     """What curriculum ``name`` and the allocator ``params`` give it declare must hold before
-    training (its entry's ``preflight``, ``allocation.ALLOCATION_CHECKS``)."""
+    training (its entry's ``preflight``, ``allocation_checks.ALLOCATION_CHECKS``)."""
     found = method(name)
     assert found.curriculum is not None
     alloc = found.curriculum.allocation_method(params.train)

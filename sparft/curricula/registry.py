@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sparft.checks import Check
-    from sparft.config import Params
     from sparft.curricula.base import Curriculum
 
 ENTRY_POINTS = "sparft.methods"
@@ -51,7 +50,7 @@ def _no_columns(cfg: Any) -> tuple[str, ...]:
     return ()
 
 
-def _no_checks(cfg: Any, params: Params, probe: pd.DataFrame | None) -> list[Check]:
+def _no_checks(cfg: Any, params: Any, probe: pd.DataFrame | None) -> list[Check]:
     return []
 
 
@@ -69,8 +68,9 @@ class Method(Generic[C]):
     reads: tuple[str, ...] = ()  # further params (sections or dotted keys) the method reads
     # training-frame columns it needs beyond id/question/answer, given its settings
     columns: Callable[[Any], tuple[str, ...]] = _no_columns
-    # what must hold before training for it to do what its paper describes
-    preflight: Callable[[Any, Params, pd.DataFrame | None], list[Check]] = _no_checks
+    # what must hold before training for it to do what its paper describes: (its settings, the
+    # whole ``sparft.config.Params``, the probe's rows or None) -> checks
+    preflight: Callable[[Any, Any, pd.DataFrame | None], list[Check]] = _no_checks
     strategies: Mapping[str, Strategy] = field(default_factory=dict)
     page: str | None = None  # its page under docs/methods/, without ``.md``
 
@@ -78,13 +78,14 @@ class Method(Generic[C]):
         if (self.config is None) != (self.section is None):
             raise ValueError(f"method {self.name!r}: give both config and section, or neither")
 
-    def settings(self, params: Params) -> C:
-        """The method's settings section of ``params`` (typed as its config class)."""
+    def settings(self, params: Any) -> C:
+        """The method's settings section of ``params`` (a ``sparft.config.Params``, not named
+        here: the config imports this module), typed as its config class."""
         if self.section is None:
             raise ValueError(f"method {self.name!r} has no settings")
         return cast(C, getattr(params, self.section))
 
-    def settings_or_none(self, params: Params) -> C | None:
+    def settings_or_none(self, params: Any) -> C | None:
         return None if self.section is None else self.settings(params)
 
     def default_allocation(self) -> str:

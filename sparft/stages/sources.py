@@ -37,14 +37,16 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _runtime_nodes(tree: ast.AST, functions: bool = True) -> Iterator[ast.AST]:
-    """Every node except the bodies of ``if TYPE_CHECKING:`` blocks (and, without
-    ``functions``, of functions)."""
+def _runtime_nodes(
+    tree: ast.AST, functions: bool = True, type_checking: bool = False
+) -> Iterator[ast.AST]:
+    """Every node except the bodies of ``if TYPE_CHECKING:`` blocks (unless ``type_checking``)
+    and, without ``functions``, of functions."""
     stack = [tree]
     while stack:
         node = stack.pop()
         yield node
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if not type_checking and isinstance(node, ast.If) and _is_type_checking(node.test):
             stack.extend(node.orelse)
             continue
         if not functions and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -52,13 +54,16 @@ def _runtime_nodes(tree: ast.AST, functions: bool = True) -> Iterator[ast.AST]:
         stack.extend(ast.iter_child_nodes(node))
 
 
-def imported_modules(path: Path, name: str, functions: bool = True) -> list[str]:
+def imported_modules(
+    path: Path, name: str, functions: bool = True, type_checking: bool = False
+) -> list[str]:
     """Project modules that module ``name`` (at ``path``) imports when it runs (counting the
-    imports inside its functions, unless ``functions`` is off)."""
+    imports inside its functions, unless ``functions`` is off), and with ``type_checking`` those
+    only a type checker reads."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: list[str] = []
     tree = ast.parse(path.read_text(), str(path))
-    for node in _runtime_nodes(tree, functions):
+    for node in _runtime_nodes(tree, functions, type_checking):
         if isinstance(node, ast.Import):
             found += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
