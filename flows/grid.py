@@ -279,7 +279,7 @@ def run_variants(
     if include_base and evaluates:
         jobs.append(("base", ["evaluate"], [*once, f"evaluate.model={params.generation.model}"]))
     if shared:
-        pipeline(project_dir=str(root), stages=shared, params=params)
+        pipeline(project_dir=str(root), stages=shared, params=params.model_dump(mode="json"))
     if after_shared is not None:
         after_shared()
     uri = absolute_uri(_tracking_uri(params), root) if mlrun is not None else None

@@ -27,7 +27,7 @@ from flows.dvc_state import DvcLock, StageSpec, all_specs, output_digests, stage
 from flows.preflight import after_probe
 from flows.runners import RunnerSettings, shard_runner
 from flows.tasks import headline, stage_status, stage_task, stale_record, working_dir
-from sparft.config import ConfigError, Params, load_params
+from sparft.config import ConfigError, Params, load_params, validate_params
 from sparft.stages import STAGES
 from sparft.tracking import log_headline, tracked_run
 
@@ -48,11 +48,12 @@ def pipeline(
     worker_cpus: float = 1.0,
     worker_gpus: float = 0.0,
     strict: bool = False,
-    params: Params | None = None,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the stages (all by default) in the project folder (default: the current one) with
     ``params_file`` plus ``section.key=value`` overrides; returns each stage's summary. A flow
-    that has the params validated already passes them as ``params`` (the file is not read).
+    that has validated the params already passes them as ``params`` (``Params.model_dump``, a
+    flow parameter Prefect can store and show): the file is not read again.
 
     Before ``train``, once the probe and cluster stages have run, the preflight checks
     (``sparft.preflight``) go into the report and the MLflow run; with ``strict`` a warning
@@ -64,15 +65,18 @@ def pipeline(
     root = Path(project_dir).resolve() if project_dir else Path.cwd()
     settings = RunnerSettings(runner, ray_address, workers, worker_cpus, worker_gpus)
     with working_dir(root), shard_runner(settings, get_run_logger().info):
-        if params is None:
-            params = load_params(params_file, overrides or [])
-        config = params.model_dump(mode="json")
+        resolved = (
+            load_params(params_file, overrides or [])
+            if params is None
+            else validate_params(params, "the calling flow's params")
+        )
+        config = resolved.model_dump(mode="json")
         known = list(STAGES)
         unknown = sorted(set(stages or ()) - set(known))
         if unknown:
             raise ConfigError(f"unknown stage(s) {', '.join(unknown)} (stages: {', '.join(known)})")
         names = [name for name in known if not stages or name in stages]
-        return _run(params, config, root, all_specs(config), names, strict)
+        return _run(resolved, config, root, all_specs(config), names, strict)
 
 
 def _run(

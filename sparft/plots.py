@@ -277,6 +277,26 @@ def plot_arm_choices(
     return save_figure(fig, path)
 
 
+def plot_prompt_coverage(
+    steps: np.ndarray,
+    unique_seen: np.ndarray,
+    solve_rates: np.ndarray,
+    title: str,
+    path: str | Path,
+) -> Path:
+    """For a curriculum without arms: how many distinct prompts it has trained on so far, and
+    each step's solve rate (where the picks sat between too easy and too hard)."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 5.0), sharex=True, layout="constrained")
+    top.plot(steps, unique_seen, color="#4c72b0", marker="o", markersize=3)
+    top.set_ylabel("distinct prompts so far")
+    top.set_title(title)
+    bottom.scatter(steps, solve_rates, c=solve_rates, cmap="viridis", vmin=0, vmax=1, s=30)
+    bottom.set_ylim(-0.05, 1.05)
+    bottom.set_ylabel("step solve rate")
+    bottom.set_xlabel("step")
+    return save_figure(fig, path)
+
+
 def plot_training_curves(
     curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path
 ) -> Path:

@@ -201,17 +201,18 @@ def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
     )
 
 
-def _plots(history: pd.DataFrame, logs: pd.DataFrame, n_arms: int | None) -> None:
-    from sparft.plots import plot_arm_choices, plot_training_curves
+def _plots(history: pd.DataFrame, logs: pd.DataFrame, n_arms: int | None, name: str) -> None:
+    """The arm picks (a curriculum without arms: the prompts it covered; the stage always
+    writes the file it declares, or ``dvc commit`` of the stage fails) and training curves."""
+    from sparft.plots import plot_arm_choices, plot_prompt_coverage, plot_training_curves
 
-    if n_arms is not None and not history.empty:
-        plot_arm_choices(
-            history["step"].to_numpy() + 1,
-            history["arm"].to_numpy(),
-            history["solve_rate"].to_numpy(),
-            n_arms,
-            ARMS_PLOT,
-        )
+    if not history.empty:
+        steps, rates = history["step"].to_numpy() + 1, history["solve_rate"].to_numpy()
+        if n_arms is not None:
+            plot_arm_choices(steps, history["arm"].to_numpy(), rates, n_arms, ARMS_PLOT)
+        else:
+            title = f"train.curriculum={name} has no arms: the prompts it covered"
+            plot_prompt_coverage(steps, history["unique_seen"].to_numpy(), rates, title, ARMS_PLOT)
     curves = {
         title: (logs["step"].to_numpy(), logs[key].to_numpy(dtype=float))
         for title, key in CURVES.items()
@@ -292,7 +293,7 @@ def run(params: Params) -> dict[str, Any]:
     # always written (empty without a curve), so DVC and the compare flow find it
     write_parquet(pd.DataFrame(curve.points if curve else [], columns=CURVE_COLUMNS), HELDOUT)
     write_json(summary, METRICS)
-    _plots(history, logs, n_arms)
+    _plots(history, logs, n_arms, cfg.curriculum)
     return summary
 
 
