@@ -29,6 +29,7 @@ from sparft.curricula.cures import CuresConfig
 from sparft.curricula.dots import DotsConfig
 from sparft.curricula.dots.predictor import TrainSettings, save_predictor, train_predictor
 from sparft.curricula.dump import DumpConfig
+from sparft.curricula.mopps import MoppsConfig
 from sparft.training import TrainConfig
 
 DIM = 8
@@ -73,6 +74,7 @@ def params(**train: Any) -> SimpleNamespace:
         dump=DumpConfig(),
         dots=DotsConfig(predictor=_predictor(), reference_questions=6, reference_rollouts=4),
         allocation=AllocationConfig(),
+        mopps=MoppsConfig(candidate_ratio=2),
     )
 
 
@@ -346,3 +348,45 @@ def test_restored_state_makes_the_same_choices(name: str, allocation: str, tmp_p
     assert untimed(resumed.history) == untimed(whole.history)
     if allocation != "auto" or name == "cures":
         assert any(len({n for _, n in plan}) > 1 for plan in expected), "no unequal groups"
+
+
+# --- the field's baselines ------------------------------------------------------------------
+
+
+def test_static_filter_trains_only_on_questions_the_probe_sometimes_solved() -> None:
+    probe = [0, 4, 2, 1] * 3  # of 4 answers: never, always, half, a quarter
+    cur = make_curriculum("static-filter", frame(probe=probe), params())
+    plans = run(cur, 6, lambda i: 0.5)
+    picked = {a.prompt_id for plan in plans for a in plan}
+    assert picked == {f"q{i}" for i in range(12) if probe[i] in (1, 2)}
+    assert cur.history[-1]["kept_questions"] == 6
+    with pytest.raises(ValueError, match="needs the probe stage's answers"):
+        make_curriculum("static-filter", frame(), params())
+    with pytest.raises(ValueError, match="nothing to train on"):
+        make_curriculum("static-filter", frame(probe=[0, 4] * 6), params())
+
+
+def test_mopps_learns_to_pick_the_prompts_nearest_its_target() -> None:
+    """Half the prompts are solved half the time, the rest never or always: once observed, the
+    Thompson samples of the moderate ones sit near 0.5 and win the candidate batch."""
+    rates = {f"q{i}": (0.5 if i % 2 else float(i % 4 == 0)) for i in range(12)}
+    cur = make_curriculum("mopps", frame(), params())
+    plans = run(cur, 40, lambda i: rates[i], n=2, budget=8)
+    late = [a.prompt_id for plan in plans[-20:] for a in plan]
+    moderate = sum(rates[i] == 0.5 for i in late) / len(late)
+    assert moderate > 0.8, moderate
+    assert all(r["candidates"] == 4 for r in cur.history)  # candidate_ratio 2 x 2 prompts
+
+
+def test_mopps_posterior_update_decays_only_what_it_observes() -> None:
+    cfg = MoppsConfig(decay=0.5)
+    section = params()
+    section.mopps = cfg
+    cur = make_curriculum("mopps", frame(), section)
+    plan = cur.plan(1, 4)
+    (qid, n), i = plan[0], cur.index[plan[0].prompt_id]
+    others = cur.alpha.copy()
+    cur.observe([Group(qid, np.ones(n), np.array([1.0, 1.0, 1.0, 0.0]), np.zeros(n))])
+    assert cur.alpha[i] == pytest.approx(0.5 * 1 + 0.5 + 3) and cur.beta[i] == pytest.approx(2)
+    untouched = np.arange(12) != i
+    assert (cur.alpha[untouched] == others[untouched]).all()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sparft.curricula import allocation, cures, dots, dump, uniform
+from sparft.curricula import allocation, cures, dots, dump, mopps, static_filter, uniform
 from sparft.curricula import sparft as sparft_curriculum
 from sparft.curricula.allocation import Allocator, check_budget
 from sparft.curricula.allocation_checks import allocation_checks
@@ -31,6 +31,8 @@ BUILT_IN: tuple[Method[Any], ...] = (
     dump.METHOD,
     dots.METHOD,
     allocation.METHOD,
+    static_filter.METHOD,
+    mopps.METHOD,
 )
 for _method in BUILT_IN:
     register(_method)
