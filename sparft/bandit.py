@@ -18,6 +18,14 @@ reward:
   sampling noise (about 0.14 for a solve rate near 0.5 measured on 16 rollouts), so an arm of
   moderate difficulty earns some reward even when it is not improving: this tilts the bandit
   towards moderately difficult clusters, which the paper reports as the behaviour it learns.
+- ``target``: highest at the solve rate ``target`` (default 0.5), falling linearly to the worst
+  reward at the farther end of [0, 1]: ``offset - |solve_rate - target| / max(target,
+  1 - target)``. Eq. 3 maximises at solve rate 0, so on a weak model it chases the clusters the
+  policy never solves (no gradient); this reward sends the bandit where groups have one.
+
+Thompson sampling can start from an informed prior (``prior_weight`` > 0): each arm gets
+``prior_weight`` pseudo-observations of the reward its probe solve rate would give, so the first
+picks already prefer the arms the reward favours instead of trying every arm in turn.
 
 Every bandit owns a seeded numpy Generator, and ``state_dict`` / ``load_state_dict`` carry it with
 all counters, so a restored bandit (e.g. from a training checkpoint) makes the same choices.
@@ -31,7 +39,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class BanditConfig(BaseModel):
@@ -42,10 +50,24 @@ class BanditConfig(BaseModel):
     algorithm: Literal["thompson", "exp3", "ucb1"] = Field(
         "thompson", description="Gaussian Thompson sampling (SPaRFT), EXP3 or UCB1."
     )
-    reward: Literal["negated-solve-rate", "learning-progress"] = Field(
+    reward: Literal["negated-solve-rate", "learning-progress", "target"] = Field(
         "negated-solve-rate",
-        description="Reward per observation: the negated solve rate (SPaRFT) or the absolute "
-        "change of the arm's solve rate since its previous observation (SPaRFT v2).",
+        description="Reward per observation: the negated solve rate (SPaRFT's Eq. 3, as the "
+        "paper writes it), the absolute change of the arm's solve rate since its previous "
+        "observation (SPaRFT v2), or closeness to bandit.target.",
+    )
+    target: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="target reward: the solve rate rewarded most (0.5: where a group of any "
+        "size is likeliest to have unequal rewards).",
+    )
+    prior_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="thompson: pseudo-observations per arm of the reward its probe solve rate "
+        "gives (an informed prior); 0: none, the paper's uninformed prior.",
     )
     first_progress: float = Field(
         0.0,
@@ -97,6 +119,17 @@ class BanditConfig(BaseModel):
         "for which sqrt(2) explores almost uniformly: use about 0.2 there.",
     )
     seed: int = Field(0, description="Seed of the bandit's own random generator.")
+
+    @model_validator(mode="after")
+    def _informed_prior(self) -> BanditConfig:
+        if self.prior_weight > 0 and self.algorithm != "thompson":
+            raise ValueError("prior_weight: an informed prior is Thompson sampling's only")
+        if self.prior_weight > 0 and self.reward == "learning-progress":
+            raise ValueError(
+                "prior_weight: a probe solve rate gives no learning-progress reward (a change "
+                "needs two observations); use negated-solve-rate or target"
+            )
+        return self
 
 
 class Bandit(ABC):
@@ -169,6 +202,13 @@ class Bandit(ABC):
             if math.isnan(previous):
                 return float(self.cfg.first_progress)
             return abs(solve_rate - float(previous))
+        return self.rate_reward(solve_rate)
+
+    def rate_reward(self, solve_rate: float) -> float:
+        """The reward one observed solve rate gives under ``negated-solve-rate`` or ``target``."""
+        if self.cfg.reward == "target":
+            t = self.cfg.target
+            return self.reward_offset - abs(solve_rate - t) / max(t, 1.0 - t)
         return self.reward_offset - solve_rate
 
     def update(self, arm: int, solve_rate: float) -> float:
@@ -259,6 +299,19 @@ class ThompsonBandit(Bandit):
         super().__init__(cfg, n_arms)
         self._n = np.zeros(self.n_arms)
         self._s = np.zeros(self.n_arms)
+
+    def inform(self, solve_rates: np.ndarray) -> None:
+        """Start each arm from ``prior_weight`` pseudo-observations of the reward its solve rate
+        (the probe's, say) gives; an arm with no rate (NaN) keeps the uninformed prior. Counts
+        as no pull: the arm's statistics stay those of training."""
+        rates = np.asarray(solve_rates, dtype=float)
+        if rates.shape != (self.n_arms,):
+            raise ValueError(f"need one solve rate per arm ({self.n_arms}), got {rates.shape}")
+        weight = self.cfg.prior_weight
+        for arm, rate in enumerate(rates):
+            if weight > 0 and math.isfinite(rate):
+                self._n[arm] = weight
+                self._s[arm] = weight * self.rate_reward(float(np.clip(rate, 0.0, 1.0)))
 
     def posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of every arm's mean reward."""
@@ -395,4 +448,4 @@ def reward_range(cfg: BanditConfig) -> tuple[float, float]:
     if cfg.reward == "learning-progress":
         return 0.0, 1.0
     offset = _ALGORITHMS[cfg.algorithm].reward_offset
-    return offset - 1.0, offset
+    return offset - 1.0, offset  # target: also 1 below the offset, at the farther end

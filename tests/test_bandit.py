@@ -332,3 +332,63 @@ def test_config_defaults() -> None:
     assert (cfg.algorithm, cfg.reward, cfg.seed) == ("thompson", "negated-solve-rate", 0)
     assert (cfg.prior_mean, cfg.prior_std, cfg.noise_std, cfg.discount) == (0.0, 1.0, 0.1, 1.0)
     assert (cfg.gamma, cfg.c, cfg.first_progress) == (0.1, pytest.approx(math.sqrt(2)), 0.0)
+
+
+# --- the target reward and the informed prior ----------------------------------------------------
+
+
+def test_target_reward_is_highest_at_the_target() -> None:
+    thompson = make_bandit(BanditConfig(reward="target"), 2)
+    assert [thompson.update(0, r) for r in (0.5, 0.0, 1.0, 0.75)] == [0.0, -1.0, -1.0, -0.5]
+    skewed = make_bandit(BanditConfig(reward="target", target=0.25), 2)
+    assert skewed.update(0, 1.0) == pytest.approx(-1.0) and skewed.update(0, 0.0) == -1 / 3
+    for algorithm in ("exp3", "ucb1"):  # shifted into [0, 1]
+        bandit = make_bandit(BanditConfig(algorithm=algorithm, reward="target"), 2)
+        assert bandit.update(0, 0.5) == 1.0 and bandit.update(0, 1.0) == 0.0
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_target_reward_concentrates_on_the_moderate_arm(algorithm: str) -> None:
+    """Never solved, always solved, half solved, rarely solved: the half-solved arm wins, where
+    Eq. 3's negated solve rate would pick the never-solved one."""
+    rates = [0.0, 1.0, 0.5, 0.1]
+    extra = {"c": 0.2} if algorithm == "ucb1" else {}
+    shares = []
+    for seed in SEEDS:
+        cfg = BanditConfig(algorithm=algorithm, reward="target", seed=seed, **extra)
+        arms = np.array(run(make_bandit(cfg, 4), lambda arm, _: rates[arm], 300, seed))
+        shares.append(float(np.mean(arms[150:] == 2)))
+    assert np.mean(shares) >= 0.6, shares
+
+
+def test_an_informed_prior_starts_from_the_probe_rates() -> None:
+    rates = np.array([0.0, 1.0, 0.5, np.nan])
+    cfg = BanditConfig(reward="target", prior_weight=4, noise_std=0.1)
+    firsts = []
+    for seed in SEEDS:
+        bandit = ThompsonBandit(cfg.model_copy(update={"seed": seed}), 4)
+        bandit.inform(rates)
+        firsts.append(bandit.select())
+        mean, _ = bandit.posterior()
+        assert mean[2] > mean[0] and mean[2] > mean[1]
+        assert bandit.arm_stats()[2]["pulls"] == 0.0  # pseudo-observations are no pulls
+    # the unknown arm keeps the uninformed prior (mean 0, wide): it and the target arm share
+    assert set(firsts) <= {2, 3} and firsts.count(2) >= 3, firsts
+    uninformed = ThompsonBandit(BanditConfig(reward="target"), 4)
+    uninformed.inform(rates)  # weight 0: no effect
+    assert (uninformed.posterior()[0] == 0).all()
+    with pytest.raises(ValueError, match="one solve rate per arm"):
+        ThompsonBandit(cfg, 4).inform(np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"prior_weight": 2, "algorithm": "exp3"},
+        {"prior_weight": 2, "reward": "learning-progress"},
+        {"target": 1.5},
+    ],
+)
+def test_informed_prior_and_target_settings_are_checked(override: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        BanditConfig(**override)  # type: ignore[arg-type]

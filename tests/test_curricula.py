@@ -390,3 +390,17 @@ def test_mopps_posterior_update_decays_only_what_it_observes() -> None:
     assert cur.alpha[i] == pytest.approx(0.5 * 1 + 0.5 + 3) and cur.beta[i] == pytest.approx(2)
     untouched = np.arange(12) != i
     assert (cur.alpha[untouched] == others[untouched]).all()
+
+
+def test_sparft_bandit_starts_from_each_cluster_s_probe_rate() -> None:
+    """Clusters 0, 1, 2 probed at 0, 1 and 1/2: with the target reward and an informed prior the
+    first step already goes to the half-solved cluster, not to each cluster in turn."""
+    probe = [[0, 4, 2][i % 3] for i in range(12)]
+    firsts = []
+    for seed in range(10):
+        section = params(seed=seed)
+        section.bandit = BanditConfig(seed=seed, reward="target", prior_weight=8)
+        cur = make_curriculum("sparft", frame(probe=probe), section)
+        assert cur.probe_rates().tolist() == [0.0, 1.0, 0.5]
+        firsts.append(cur.plan(4, 16)[0].prompt_id)
+    assert all(int(q[1:]) % 3 == 2 for q in firsts), firsts

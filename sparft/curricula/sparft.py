@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sparft.bandit import Bandit, BanditConfig, make_bandit, reward_range
+from sparft.bandit import Bandit, BanditConfig, ThompsonBandit, make_bandit, reward_range
 from sparft.checks import Check, ok, pending, warn
 from sparft.curricula.base import Curriculum, Group, shuffled
 from sparft.curricula.registry import Method, Strategy
@@ -86,6 +86,10 @@ def prior_check(cfg: BanditConfig) -> Check:
     if cfg.algorithm != "thompson":
         return ok(name, f"{cfg.algorithm} has no prior mean")
     low, high = reward_range(cfg)
+    if cfg.prior_weight > 0:
+        return ok(
+            name, f"informed: {cfg.prior_weight:g} pseudo-observations per arm from the probe"
+        )
     if cfg.prior_mean < high:
         return ok(name, f"bandit.prior_mean={cfg.prior_mean:g} below the best reward {high:g}")
     return warn(
@@ -93,7 +97,7 @@ def prior_check(cfg: BanditConfig) -> Check:
         f"bandit.prior_mean={cfg.prior_mean:g} is at or above the best reward an arm can give "
         f"({high:g}; bandit.reward={cfg.reward} gives rewards in [{low:g}, {high:g}]): an "
         "unpulled arm's draw centres at or above every pulled arm's, so Thompson sampling keeps "
-        "trying unpulled arms",
+        "trying unpulled arms (or start arms from the probe: bandit.prior_weight)",
         {"bandit.prior_mean": (low + high) / 2},
     )
 
@@ -107,6 +111,18 @@ class SparftCurriculum(Curriculum):
         self.arm_labels = [int(label) for label in labels]
         self.queues: list[list[str]] = [[] for _ in labels]
         self.bandit: Bandit = make_bandit(cfg, len(labels))
+        if isinstance(self.bandit, ThompsonBandit) and cfg.prior_weight > 0:
+            self.bandit.inform(self.probe_rates())
+
+    def probe_rates(self) -> np.ndarray:
+        """Each arm's solve rate over its questions' probe answers (NaN without any)."""
+        rates = np.full(len(self.members), np.nan)
+        for arm, ids in enumerate(self.members):
+            index = np.array([self.index[i] for i in ids], dtype=np.int64)
+            rollouts = float(self.stats.rollouts[index].sum())
+            if rollouts > 0:
+                rates[arm] = float(self.stats.correct[index].sum()) / rollouts
+        return rates
 
     def _select(self, n: int) -> tuple[list[str], dict[str, Any]]:
         arm = self.bandit.select()
