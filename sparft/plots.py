@@ -454,3 +454,30 @@ def _plot_arm_preference(summary: dict[str, Any], ax: Any, colours: list[Any]) -
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no strategy with arms", ha="center", va="center", transform=ax.transAxes)
+
+
+def plot_simulation(report: dict[str, Any], path: str | Path) -> Path:
+    """The simulated learner (``sparft simulate``): mean held-out accuracy per step for every
+    strategy, and where each put its training prompts, by the clusters' start solve rate."""
+    strategies = report["strategies"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    for name, entry in strategies.items():
+        curve = entry["curve"]
+        left.plot(range(len(curve)), curve, label=name, linewidth=1.6)
+    left.set_xlabel("step")
+    left.set_ylabel("simulated held-out accuracy (mean over seeds)")
+    left.set_title(f"{len(report['seeds'])} seeds, {report['steps']} steps")
+    left.legend(fontsize=8)
+    rates = np.asarray(report["cluster_start_solve_rate"])
+    order = np.argsort(rates)
+    width = 0.8 / max(1, len(strategies))
+    for i, (name, entry) in enumerate(strategies.items()):
+        picks = np.asarray(entry["picks_by_cluster"], dtype=float)[order]
+        share = picks / max(1.0, picks.sum())
+        right.bar(np.arange(len(rates)) + i * width, share, width, label=name)
+    right.set_xticks(np.arange(len(rates)) + 0.4 - width / 2)
+    right.set_xticklabels([f"{r:.2f}" for r in rates[order]], fontsize=8)
+    right.set_xlabel("cluster, by its solve rate at the start")
+    right.set_ylabel("share of training prompts")
+    right.set_title("where each strategy trained")
+    return save_figure(fig, path)

@@ -35,6 +35,7 @@ def test_help_on_every_command() -> None:
         ["run"],
         ["serve"],
         ["summarise-runs"],
+        ["simulate"],
         ["compare"],
         ["eval"],
     ):

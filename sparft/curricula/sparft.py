@@ -191,6 +191,16 @@ METHOD = Method(
             True,
             "SPaRFT with the learning-progress arm reward",
         ),
+        "sparft-target": Strategy(
+            {
+                "train.curriculum": "sparft",
+                "train.data": "subset",
+                "bandit.reward": "target",
+                "bandit.prior_weight": 4.0,
+            },
+            True,
+            "SPaRFT with the target reward (solve rate near bandit.target) and an informed prior",
+        ),
     },
     page="sparft",
 )
