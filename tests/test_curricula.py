@@ -235,8 +235,10 @@ def test_proportional_counts_respect_bounds_and_total(seed: int) -> None:
 
 
 def test_infeasible_budget_is_a_clear_error() -> None:
+    section = params(num_generations=3)
+    section.allocation = AllocationConfig(variance_min=4)
     with pytest.raises(ValueError, match=r"4 prompts x \[4, 16\] rollouts cannot make"):
-        make_curriculum("cures", frame(), params(num_generations=3))
+        make_curriculum("cures", frame(), section)
 
 
 # --- CurES ---------------------------------------------------------------------------------------

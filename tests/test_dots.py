@@ -107,6 +107,27 @@ def test_dots_picks_questions_near_the_target_and_counts_reference_rollouts(
     assert cur.history[-1]["rollouts_total"] == 6 * 16 + 3 * 40 * 16
 
 
+def test_a_re_estimate_window_trains_on_distinct_questions(tmp_path: Path) -> None:
+    """With the code's tiny tau the nearest questions win every draw; within a window of 4
+    steps they are still 16 distinct questions, and the next window may take them again."""
+    cur, _ = _curriculum(tmp_path, every=4)
+    cur.cfg = cur.cfg.model_copy(update={"tau": 1e-3})
+    rng = np.random.default_rng(2)
+    windows: list[list[str]] = [[], []]
+    for step in range(8):
+        plan = cur.plan(4, 16)
+        windows[step // 4] += [a.prompt_id for a in plan]
+        groups = []
+        for a in plan:
+            correct = (rng.random(a.rollouts) < 0.5).astype(float)
+            groups.append(Group(a.prompt_id, correct, correct, correct - correct.mean()))
+        cur.observe(groups)
+    assert all(len(set(w)) == 16 for w in windows)
+    restored = _curriculum(tmp_path, every=4)[0]
+    restored.load_state_dict(cur.state_dict())
+    assert restored.window == cur.window
+
+
 def test_dots_needs_embeddings_and_a_matching_predictor(tmp_path: Path) -> None:
     _curriculum(tmp_path)
     frame = pd.DataFrame({"id": ["a", "b"], "embedding": [np.zeros(3), np.zeros(3)]})

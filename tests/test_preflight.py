@@ -396,20 +396,20 @@ def test_compare_strategies_dry_run_prints_the_checks_and_trains_nothing(project
     assert result.exit_code == 0, result.output
     assert "preflight checks" in result.output and "pending" in result.output
     lines = result.output.splitlines()
-    assert "3 preflight warning(s):" in lines
+    assert "2 preflight warning(s):" in lines
     budgets = "token budgets: probe.max_new_tokens=384, train.max_completion_length=64, "
     assert any(line.startswith(f"  {budgets}evaluate.max_new_tokens=96") for line in lines)
     fixes = [line for line in lines if line.startswith("clear them with:")]
     assert fixes == [
         "clear them with: --set probe.max_new_tokens=64 --set evaluate.max_new_tokens=64 "
-        "--set allocation.variance_min=2 --set compare.seeds=[0,1,2,3,4,5]"
-    ]  # cures under compare.scale: 4 prompts x variance_min 4 of 4 x 4 rollouts
+        "--set compare.seeds=[0,1,2,3,4,5]"
+    ]  # variance_min 2 leaves CurES's counts room at 4 rollouts
     assert not (project / "data").exists()
     strict = runner.invoke(app, [*REVIEWER, "--strict"])
     assert strict.exit_code == 2, strict.output
     assert (
-        "error: preflight (--strict): 3 warning(s): token budgets (all), variance room (cures), "
-        "seeds (all)" in strict.output
+        "error: preflight (--strict): 2 warning(s): token budgets (all), seeds (all)"
+        in strict.output
     )
 
 

@@ -59,7 +59,12 @@ class AllocationConfig(BaseModel):
         "is trusted; below it a prompt gets num_generations. 4 is probe.k's default, so the "
         "probe's rates are used from the first step.",
     )
-    variance_min: int = Field(4, ge=1, description="variance (CurES): fewest rollouts.")
+    variance_min: int = Field(
+        2,
+        ge=1,
+        description="variance (CurES): fewest rollouts. 2, not the paper's 4: counts can only "
+        "vary when variance_min < train.num_generations.",
+    )
     variance_max: int = Field(16, ge=1, description="variance (CurES): most rollouts.")
 
 

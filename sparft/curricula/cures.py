@@ -6,7 +6,9 @@ prompts are trained on and how many rollouts each gets.
   The released code leaves it fixed within an iteration (``update_posterior: false``).
 * Sampling: ``P(i) ∝ exp(sqrt(p_i (1 - p_i)) / t_i)`` with ``p_i`` the posterior mean, drawn
   without replacement. The paper leaves ``t`` open: sparft uses one temperature for all prompts
-  (``temperature``, default 0.1, so a prompt at p = 0.5 is e^5 times likelier than one at p ≈ 0);
+  (``temperature``, default 0.1). The posterior mean never reaches 0 or 1: after k probe answers it
+  lies in [1/(k+2), (k+1)/(k+2)], so at k = 4 a 2/4 prompt is e^1.27 (about 3.6) times likelier
+  than a 0/4 one (sqrt(1/4) against sqrt(5/36)); the ratio sharpens as training rollouts add up;
   ``temperature_rule: code`` takes the released code's ``t_i = (correct_i + 1) / 0.01``, which
   keeps every probability within about 0.5% of uniform.
 * Rollouts: the ``variance`` allocator (``sparft.curricula.allocation``), counts proportional to

@@ -9,6 +9,9 @@ by a linear regression from predicted to measured rates on the reference questio
 reference never attends to itself), and are not clipped. The step's prompts are drawn without
 replacement with ``p_i ∝ exp(-|d_i - alpha| / tau)``: alpha = 0.5 targets a 50% solve rate;
 the paper leaves tau open and sparft uses the code's 1e-3 (the questions closest to alpha).
+Within a re-estimate window the draw is also without replacement across steps: a question
+trained on since the last re-estimate waits for the next one (until every question has been
+trained on), so a tiny tau does not train the same few questions at every step of a window.
 The reference rollouts count in the run's rollout total (``extra_rollouts`` in the step's
 record) and their time in the step's generation time.
 
@@ -132,6 +135,7 @@ class DotsCurriculum(Curriculum):
             )
         self.predicted: np.ndarray | None = None
         self.refreshed_at = -1
+        self.window: set[int] = set()  # trained on since the last re-estimate
 
     def _refresh(self) -> dict[str, Any]:
         """Roll out fresh references under the current policy and predict every question."""
@@ -154,6 +158,7 @@ class DotsCurriculum(Curriculum):
         intercept, slope = recalibrate(predicted[refs], rates) if self.cfg.recalibrate else (0, 1)
         self.predicted = intercept + slope * predicted
         self.refreshed_at = self.step
+        self.window = set()
         return {
             "extra_rollouts": len(refs) * self.cfg.reference_rollouts,
             "reference_solve_rate": float(rates.mean()),
@@ -172,10 +177,18 @@ class DotsCurriculum(Curriculum):
         logits = self.logits()
         picked: list[int] = []
         while len(picked) < n:
+            # a window's steps train on distinct questions: those already trained on since the
+            # re-estimate are out of the draw until every question has been
+            if len(self.window) >= len(logits):
+                self.window = set()
+            used = np.zeros(len(logits), dtype=bool)
+            used[list(self.window)] = True
             # Gumbel top-k: a draw without replacement with p ∝ exp(logits), exact even where
             # a tiny tau underflows exp() for all but the nearest questions
-            keys = logits + self.rng.gumbel(size=len(logits))
-            picked.extend(np.argsort(-keys)[: n - len(picked)].tolist())
+            keys = np.where(used, -np.inf, logits + self.rng.gumbel(size=len(logits)))
+            take = np.argsort(-keys)[: min(n - len(picked), int((~used).sum()))].tolist()
+            picked.extend(take)
+            self.window.update(take)
         assert self.predicted is not None
         record["predicted_solve_rate"] = float(self.predicted[picked].mean())
         return [self.ids[i] for i in picked], record
@@ -194,12 +207,14 @@ class DotsCurriculum(Curriculum):
         return {
             "predicted": self.predicted if self.predicted is not None else np.zeros(0),
             "refreshed_at": self.refreshed_at,
+            "window": sorted(self.window),
         }
 
     def _load_method_state(self, state: dict[str, Any]) -> None:
         predicted = np.asarray(state["predicted"], dtype=float)
         self.predicted = predicted if predicted.size else None
         self.refreshed_at = int(state["refreshed_at"])
+        self.window = {int(i) for i in state.get("window", [])}
 
 
 def preflight(cfg: DotsConfig, params: Params, probe: pd.DataFrame | None) -> list[Check]:
@@ -237,7 +252,8 @@ def preflight(cfg: DotsConfig, params: Params, probe: pd.DataFrame | None) -> li
             f"softmax(-|p - dots.alpha| / dots.tau) over the probe's solve rates has "
             f"{found:.1f} effective questions (alpha={cfg.alpha:g}, tau={cfg.tau:g}), fewer "
             f"than the {needed} prompts trained on per re-estimate window (dots.every="
-            f"{cfg.every} x train.prompts_per_step={per_step}): the same questions repeat",
+            f"{cfg.every} x train.prompts_per_step={per_step}): the window's other draws go "
+            "to questions far from alpha",
             fix,
         ),
     ]
