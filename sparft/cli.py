@@ -777,22 +777,28 @@ def simulate(
             _fail(err)
     table = Table(title=f"simulated learner: {seeds} seeds x {steps} steps (not a model)")
     for column in (
-        "strategy", "accuracy", "vs uniform", "p", "verdict", "effective ratio",
-        "vs uniform ", "rollouts",
+        "strategy", "accuracy", "vs uniform", "p", "verdict", "at uniform's rollouts",
+        "effective ratio", "vs uniform ", "gradient share", "rollouts",
     ):  # fmt: skip
         table.add_column(column, justify="left" if column == "strategy" else "right")
+
+    def versus(test: dict[str, Any] | None, fmt: str) -> str:
+        return "" if test is None else f"{test['difference']:{fmt}} ({test['verdict']})"
+
     for name, entry in report["strategies"].items():
         acc, eff = entry["final_accuracy"], entry["effective_prompt_ratio"]
         vs = entry.get("vs_uniform", {})
-        va, ve = vs.get("final_accuracy"), vs.get("effective_prompt_ratio")
+        va = vs.get("final_accuracy")
         table.add_row(
             name,
             f"{acc['difference']:.3f} {format_interval(acc['ci'], '.3f') or ''}",
             "" if va is None else f"{va['difference']:+.3f} {format_interval(va['ci']) or ''}",
             "" if va is None else f"{va['p_value']:.3f}",
             "" if va is None else va["verdict"],
+            versus(vs.get("accuracy_at_uniform_rollouts"), "+.3f"),
             f"{eff['difference']:.2f}",
-            "" if ve is None else f"{ve['difference']:+.2f} ({ve['verdict']})",
+            versus(vs.get("effective_prompt_ratio"), "+.2f"),
+            f"{entry['gradient_rollout_share']['difference']:.2f}",
             f"{entry['rollouts']:.0f}",
         )
     console.print(table)

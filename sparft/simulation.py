@@ -65,6 +65,7 @@ class Run:
     seed: int
     accuracy: list[float] = field(default_factory=list)  # before step 1, then after each step
     effective: list[float] = field(default_factory=list)
+    gradient: list[float] = field(default_factory=list)  # share of rollouts with a gradient
     rollouts: list[int] = field(default_factory=list)
     picks: np.ndarray | None = None  # training prompts per cluster
 
@@ -152,13 +153,18 @@ def simulate_run(strategy: str, params: Params, world: World, seed: int, steps: 
     picks = np.zeros(world.clusters, dtype=np.int64)
     for _ in range(steps):
         plan = curriculum.plan(train.prompts_per_step, train.rollouts_per_step)
-        groups = [_group(a.prompt_id, learner.draw(a.prompt_id, a.rollouts)) for a in plan]
+        groups: list[Group] = []
+        while plan:
+            groups += [_group(a.prompt_id, learner.draw(a.prompt_id, a.rollouts)) for a in plan]
+            plan = curriculum.more(groups)
+        trained = [groups[i] for i in curriculum.keep(groups)]
         record = curriculum.observe(groups)
-        learner.train(groups)
-        for a in plan:
-            picks[learner.cluster[learner.row[a.prompt_id]]] += 1
+        learner.train(trained)
+        for g in trained:
+            picks[learner.cluster[learner.row[g.prompt_id]]] += 1
         run.accuracy.append(learner.accuracy())
         run.effective.append(float(record["effective_prompt_ratio"]))
+        run.gradient.append(float(record["gradient_rollout_share"]))
         run.rollouts.append(int(record["rollouts_total"]))
     run.picks = picks
     return run
@@ -180,21 +186,33 @@ def summarise(runs: dict[str, list[Run]], world: World, level: float = 0.95) -> 
     for name, seeds in runs.items():
         final = np.array([r.accuracy[-1] for r in seeds])
         ratio = np.array([np.mean(r.effective) for r in seeds])
+        share = np.array([np.mean(r.gradient) for r in seeds])
         picks = np.sum([r.picks for r in seeds if r.picks is not None], axis=0)
         entry: dict[str, Any] = {
             "final_accuracy": mean_test(final, level),
             "start_accuracy": float(np.mean([r.accuracy[0] for r in seeds])),
             "effective_prompt_ratio": mean_test(ratio, level),
+            "gradient_rollout_share": mean_test(share, level),
             "rollouts": float(np.mean([r.rollouts[-1] for r in seeds])),
             "picks_by_cluster": picks.tolist(),
             "curve": np.mean([r.accuracy for r in seeds], axis=0).tolist(),
         }
         if base is not None and name != BASELINE:
             b_final = np.array([r.accuracy[-1] for r in base])
-            b_ratio = np.array([np.mean(r.effective) for r in base])
+            # matched compute: each seed's accuracy once it had spent uniform's rollouts
+            matched = np.array(
+                [r.accuracy[int(np.sum(np.asarray(r.rollouts) <= b.rollouts[-1]))]
+                 for r, b in zip(seeds, base, strict=True)]
+            )  # fmt: skip
             entry["vs_uniform"] = {
                 "final_accuracy": paired_test(final, b_final, level),
-                "effective_prompt_ratio": paired_test(ratio, b_ratio, level),
+                "accuracy_at_uniform_rollouts": paired_test(matched, b_final, level),
+                "effective_prompt_ratio": paired_test(
+                    ratio, np.array([np.mean(r.effective) for r in base]), level
+                ),
+                "gradient_rollout_share": paired_test(
+                    share, np.array([np.mean(r.gradient) for r in base]), level
+                ),
             }
         out[name] = entry
     return {

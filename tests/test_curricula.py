@@ -29,6 +29,7 @@ from sparft.curricula.cures import CuresConfig
 from sparft.curricula.dots import DotsConfig
 from sparft.curricula.dots.predictor import TrainSettings, save_predictor, train_predictor
 from sparft.curricula.dump import DumpConfig
+from sparft.curricula.dynamic_sampling import DynamicSamplingConfig
 from sparft.curricula.mopps import MoppsConfig
 from sparft.training import TrainConfig
 
@@ -75,6 +76,7 @@ def params(**train: Any) -> SimpleNamespace:
         dots=DotsConfig(predictor=_predictor(), reference_questions=6, reference_rollouts=4),
         allocation=AllocationConfig(),
         mopps=MoppsConfig(candidate_ratio=2),
+        dynamic_sampling=DynamicSamplingConfig(),
     )
 
 
@@ -107,8 +109,12 @@ def run(cur: Curriculum, steps: int, rate: Any, seed: int = 0, n: int = 4, budge
     plans = []
     for _ in range(steps):
         plan = cur.plan(n, budget)
+        groups = groups_for(plan, rate, rng)
+        while more := cur.more(groups):  # the trainer's loop: further rounds of the same step
+            plan += more
+            groups += groups_for(more, rate, rng)
         plans.append(plan)
-        cur.observe(groups_for(plan, rate, rng))
+        cur.observe(groups)
     return plans
 
 
@@ -392,6 +398,42 @@ def test_mopps_posterior_update_decays_only_what_it_observes() -> None:
     assert cur.alpha[i] == pytest.approx(0.5 * 1 + 0.5 + 3) and cur.beta[i] == pytest.approx(2)
     untouched = np.arange(12) != i
     assert (cur.alpha[untouched] == others[untouched]).all()
+
+
+def test_dynamic_sampling_generates_until_enough_groups_teach_and_trains_on_those() -> None:
+    """Half the prompts are never solved, half solved half the time: each step generates
+    batches of 4 until 4 groups have differing rewards, trains on the first 4 of those, and
+    counts every generated rollout."""
+    rates = {f"q{i}": (0.5 if i % 2 else 0.0) for i in range(12)}
+    cur = make_curriculum("dynamic-sampling", frame(), params())
+    plans = run(cur, 10, lambda i: rates[i], n=4, budget=16)
+    generated = sum(len(plan) for plan in plans)
+    assert generated > 40  # more than one batch per step, on average
+    for record in cur.history:
+        assert record["prompts"] == 4 and record["rollouts"] == 16
+        if record["effective_prompt_ratio"] < 1:  # short at the cap: filled
+            assert record["gen_batches"] == 4
+        else:
+            assert all(rates[i] == 0.5 for i in record["prompt_ids"])
+    assert cur.history[-1]["rollouts_total"] == 4 * generated
+    assert np.mean([r["effective_prompt_ratio"] for r in cur.history]) > 0.9
+
+
+def test_dynamic_sampling_at_its_cap_fills_or_stops_as_configured() -> None:
+    section = params()
+    section.dynamic_sampling = DynamicSamplingConfig(max_gen_batches=2)
+    cur = make_curriculum("dynamic-sampling", frame(), section)
+    (plan,) = run(cur, 1, lambda i: 0.0, n=4, budget=16)  # nothing ever teaches
+    record = cur.history[-1]
+    assert record["gen_batches"] == 2 and record["generated_rollouts"] == 32
+    assert record["prompts"] == 4 and record["effective_prompt_ratio"] == 0
+    assert record["prompt_ids"] == [a.prompt_id for a in plan[:4]]  # the earliest dropped
+    section.dynamic_sampling = DynamicSamplingConfig(max_gen_batches=2, at_cap="error")
+    cur = make_curriculum("dynamic-sampling", frame(), section)
+    with pytest.raises(RuntimeError, match=r"0 of 8 generated groups.*max_gen_batches"):
+        run(cur, 1, lambda i: 0.0, n=4, budget=16)
+    with pytest.raises(ValueError, match="allocation=knapsack: not done"):
+        make_curriculum("dynamic-sampling", frame(), params(allocation="knapsack"))
 
 
 def test_sparft_bandit_starts_from_each_cluster_s_probe_rate() -> None:

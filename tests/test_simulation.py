@@ -21,6 +21,7 @@ STEPS = 200  # MoPPS needs every question trained once (256 / 4 per step) before
 @pytest.fixture(scope="module")
 def report() -> dict:
     names = ["uniform", "sparft", "sparft-target", "static-filter", "mopps", "knapsack"]
+    names.append("dynamic-sampling")
     return simulate(Params(), names, steps=STEPS, seeds=SEEDS)
 
 
@@ -40,7 +41,7 @@ def test_eq3_chases_the_hardest_clusters_and_the_target_reward_the_moderate_ones
     assert _share(strategies["uniform"], moderate) < 0.6
 
 
-@pytest.mark.parametrize("name", ["sparft-target", "static-filter", "mopps"])
+@pytest.mark.parametrize("name", ["sparft-target", "static-filter", "mopps", "dynamic-sampling"])
 def test_selection_raises_the_effective_prompt_ratio_over_uniform(report: dict, name: str) -> None:
     test = report["strategies"][name]["vs_uniform"]["effective_prompt_ratio"]
     assert test["verdict"] == "ahead" and test["ci"][0] > 0, test
@@ -54,6 +55,26 @@ def test_same_seed_same_world_and_every_count_is_kept(report: dict) -> None:
     assert uniform["rollouts"] == STEPS * Params().train.rollouts_per_step
     assert report["seeds"] == list(SEEDS)
     assert uniform["final_accuracy"]["n_seeds"] == 6
+
+
+def test_dynamic_sampling_pays_for_its_filter_in_rollouts(report: dict) -> None:
+    """Every generated rollout counts: dropped groups cost what they cost (matched compute)."""
+    uniform, dynamic = report["strategies"]["uniform"], report["strategies"]["dynamic-sampling"]
+    assert dynamic["rollouts"] > 1.5 * uniform["rollouts"]
+    assert dynamic["effective_prompt_ratio"]["difference"] > 0.8
+    matched = dynamic["vs_uniform"]["accuracy_at_uniform_rollouts"]
+    assert matched["difference"] < dynamic["vs_uniform"]["final_accuracy"]["difference"]
+
+
+def test_knapsack_puts_more_rollouts_where_there_is_a_gradient(report: dict) -> None:
+    """Knapsack RL's claim (20-40% more non-zero gradients) is about rollouts: it moves
+    rollouts from prompts near 0 or 1 to moderate ones, so the share of rollouts in groups with
+    a gradient rises, while the share of prompts (which it does not choose) stays put."""
+    knapsack, uniform = report["strategies"]["knapsack"], report["strategies"]["uniform"]
+    share = knapsack["vs_uniform"]["gradient_rollout_share"]
+    assert share["verdict"] == "ahead"
+    relative = share["difference"] / uniform["gradient_rollout_share"]["difference"]
+    assert 0.1 < relative < 0.6, relative
 
 
 def test_what_cannot_be_simulated_is_refused_by_name() -> None:

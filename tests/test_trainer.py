@@ -182,6 +182,67 @@ def test_unequal_groups_through_trl_generation_and_loss(tiny_lm_dir: Path, tmp_p
     assert torch.allclose(loss, expected, atol=1e-5)
 
 
+def test_dynamic_sampling_trains_on_kept_groups_of_several_rounds(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    """DAPO's dynamic sampling on the tiny model: questions marked flat always get the same
+    reward (no gradient), the others alternate. The step generates rounds until two groups teach,
+    the batch holds exactly those groups' rows (prompts decoded back), advantages sum to zero
+    within each, TRL's loss runs on the assembled batch, and every rollout counts."""
+    from sparft.config import Params
+    from sparft.curricula import make_curriculum
+    from sparft.curricula.dynamic_sampling import DynamicSamplingConfig
+    from sparft.prompts import PromptConfig
+    from sparft.training.setup import build_trainer
+
+    def split_reward(prompts: list[Any], **kwargs: Any) -> list[float]:
+        return [1.0 if "flat" in str(q) else float(i % 2) for i, q in enumerate(prompts)]
+
+    def no_reward(completions: list[Any], **kwargs: Any) -> list[float]:
+        return [0.0] * len(completions)
+
+    frame = pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(8)],
+            "question": [f"What is {i} + 1? {'flat' if i < 6 else 'teach'}" for i in range(8)],
+            "answer": [str(i + 1) for i in range(8)],
+        }
+    )
+    cfg = TrainConfig(
+        curriculum="dynamic-sampling", prompts_per_step=2, num_generations=4,
+        max_completion_length=4, beta=0.0, num_threads=1, checkpoint_dir=str(tmp_path / "c"),
+    )  # fmt: skip
+    settings = Params(train=cfg, dynamic_sampling=DynamicSamplingConfig(max_gen_batches=8))
+    curriculum = make_curriculum("dynamic-sampling", frame, settings)
+    trainer = build_trainer(
+        cfg, str(tiny_lm_dir), frame, curriculum, PromptConfig(),
+        reward_funcs=[split_reward, no_reward],
+    )  # fmt: skip
+    trainer.model.train()
+    out = trainer._generate_and_score_completions([{}] * 8)
+    record = curriculum.history[-1]
+    assert record["prompt_ids"] == ["q6", "q7"] or record["prompt_ids"] == ["q7", "q6"]
+    assert record["effective_prompt_ratio"] == 1.0 and record["rollouts"] == 8
+    assert record["gen_batches"] > 1  # 6 of 8 questions are flat: one batch of 2 rarely fills
+    assert record["rollouts_total"] == record["generated_rollouts"] == 8 * record["gen_batches"]
+    assert out["completion_ids"].shape[0] == 8 and out["advantages"].shape == (8,)
+    tokenizer = trainer.processing_class
+    prompts = [
+        tokenizer.decode(ids[mask.bool()])
+        for ids, mask in zip(out["prompt_ids"], out["prompt_mask"], strict=True)
+    ]
+    for at, qid in enumerate(record["prompt_ids"]):
+        assert all(f"What is {qid[1:]} + 1?" in p for p in prompts[4 * at : 4 * at + 4])
+    for part in torch.split(out["advantages"], 4):
+        assert abs(float(part.sum())) < 1e-4 and float(part.abs().sum()) > 0
+    mask = out["completion_mask"].float()
+    assert out["num_items_in_batch"] == mask.sum()
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer.compute_loss(trainer.model, out)
+    expected = -(out["advantages"].unsqueeze(1) * mask).sum() / mask.sum()
+    assert torch.allclose(loss, expected, atol=1e-5)
+
+
 def test_extra_grpo_fields_pass_through() -> None:
     args = grpo_args(TrainConfig(grpo={"loss_type": "grpo", "scale_rewards": "none"}))
     assert args.loss_type == "grpo" and args.scale_rewards == "none"
@@ -275,10 +336,16 @@ def test_sigkilled_run_resumes_with_the_same_choices(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("allocation", "replay"), [("auto", False), ("knapsack", False), ("auto", True)]
+    ("curriculum", "allocation", "replay"),
+    [
+        ("sparft", "auto", False),
+        ("sparft", "knapsack", False),
+        ("sparft", "auto", True),
+        ("dynamic-sampling", "auto", False),
+    ],
 )
 def test_two_processes_make_the_same_choices(
-    tiny_lm_dir: Path, tmp_path: Path, allocation: str, replay: bool
+    tiny_lm_dir: Path, tmp_path: Path, curriculum: str, allocation: str, replay: bool
 ) -> None:
     """``accelerate launch`` with the project's 2-process CPU config (gloo): both ranks plan
     the same prompts and group sizes from the gathered rewards (with knapsack, groups of
@@ -287,7 +354,7 @@ def test_two_processes_make_the_same_choices(
     cmd = [
         str(BIN / "accelerate"), "launch", "--config_file", str(ACCELERATE / "ddp_cpu.yaml"),
         str(SCRIPT), str(tiny_lm_dir), str(tmp_path), "4", "--allocation", allocation,
-        *(["--replay"] if replay else []),
+        "--curriculum", curriculum, *(["--replay"] if replay else []),
     ]  # fmt: skip
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -298,6 +365,8 @@ def test_two_processes_make_the_same_choices(
     assert len(ranks[0]["history"]) == 4
     if allocation == "knapsack":
         assert any(len(set(step[2])) > 1 for step in _choices(ranks[0])), "no unequal groups"
+    if curriculum == "dynamic-sampling":  # rows kept from other ranks' rounds: same batch
+        assert any(r.get("gen_batches", 1) > 1 for r in ranks[0]["history"]), "one round only"
     if replay:
         replayed = [r["replay/rows"] for r in ranks[0]["history"]]
         assert replayed == [r["replay/rows"] for r in ranks[1]["history"]] and sum(replayed) > 0

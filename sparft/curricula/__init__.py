@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sparft.curricula import allocation, cures, dots, dump, mopps, static_filter, uniform
+from sparft.curricula import (
+    allocation,
+    cures,
+    dots,
+    dump,
+    dynamic_sampling,
+    mopps,
+    static_filter,
+    uniform,
+)
 from sparft.curricula import sparft as sparft_curriculum
 from sparft.curricula.allocation import Allocator, check_budget
 from sparft.curricula.allocation_checks import allocation_checks
@@ -33,6 +42,7 @@ BUILT_IN: tuple[Method[Any], ...] = (
     allocation.METHOD,
     static_filter.METHOD,
     mopps.METHOD,
+    dynamic_sampling.METHOD,
 )
 for _method in BUILT_IN:
     register(_method)

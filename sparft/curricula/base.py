@@ -7,11 +7,15 @@ One step, as ``CurriculumGRPOTrainer`` drives it:
    sum to ``budget`` exactly: the curriculum picks the prompts (``_select``) and its allocator
    (``sparft.curricula.allocation``) splits the budget between them.
 2. The trainer generates and scores every rollout, normalises advantages within each prompt's
-   own group, and hands back one ``Group`` per assignment: every rollout's reward, correctness
-   and advantage (``observe``).
-3. ``observe`` returns the step's record: the method's own fields (an arm, say) beside the ones
-   every method reports (prompts, rollouts, solve rate, effective prompt ratio, unique prompts
-   seen, rollouts so far). ``metrics()`` gives further numbers to log each step.
+   own group, and asks ``more(groups)`` for further prompts of the same step until it returns
+   none (a method that filters groups, DAPO's dynamic sampling, asks for more; the rest never
+   do). ``keep(groups)`` says which of the generated groups the step trains on (all, unless
+   the method filters).
+3. It hands back one ``Group`` per assignment, every round's: every rollout's reward,
+   correctness and advantage (``observe``). ``observe`` returns the step's record: the method's
+   own fields (an arm, say) beside the ones every method reports, of the groups trained on
+   (prompts, rollouts, solve rate, effective prompt ratio, unique prompts seen) and of all
+   generated (rollouts so far). ``metrics()`` gives further numbers to log each step.
 4. ``state_dict()`` / ``load_state_dict()`` carry everything a resumed run needs to make the same
    choices: plain JSON values, with numpy arrays allowed anywhere (``save_state`` writes the
    arrays to an ``.npz`` beside the JSON).
@@ -150,6 +154,7 @@ class Curriculum(ABC):
         self.history: list[dict[str, Any]] = []
         self._pending: list[Assignment] | None = None
         self._record: dict[str, Any] = {}
+        self._rounds = 0
 
     # --- what a method defines ----------------------------------------------------------------
 
@@ -160,6 +165,16 @@ class Curriculum(ABC):
     def _learn(self, groups: Sequence[Group]) -> dict[str, Any]:
         """Update from the step's groups; returns extra fields for the step's record."""
         return {}
+
+    def more(self, groups: Sequence[Group]) -> list[Assignment]:
+        """Further prompts for this step given every group generated so far in it (they join
+        the step's plan, and their rollouts count in its total); none: generation is done."""
+        return []
+
+    def keep(self, groups: Sequence[Group]) -> list[int]:
+        """Which of the step's generated groups it trains on, by position; the rest only
+        inform the curriculum. A pure function of ``groups`` (every process computes it)."""
+        return list(range(len(groups)))
 
     def metrics(self) -> dict[str, float]:
         """Numbers to log every step beside the record (per-arm statistics, say)."""
@@ -203,7 +218,23 @@ class Curriculum(ABC):
             raise RuntimeError(f"allocator returned {list(counts)} for a budget of {budget}")
         self._pending = [Assignment(i, int(c)) for i, c in zip(ids, counts, strict=True)]
         self._record = record
+        self._rounds = 1
         return list(self._pending)
+
+    def _plan_more(self, n_prompts: int, budget: int) -> list[Assignment]:
+        """Another round of the step's plan (for ``more``): ``n_prompts`` prompts sharing
+        ``budget`` rollouts, appended to the pending plan."""
+        if self._pending is None:
+            raise RuntimeError("more called without a plan")
+        ids, record = self._select(n_prompts)
+        counts = self.allocator.allocate(self, ids, budget)
+        extra = [Assignment(i, int(c)) for i, c in zip(ids, counts, strict=True)]
+        self._pending.extend(extra)
+        for key, value in record.items():
+            if isinstance(value, int | float) and key in self._record:
+                self._record[key] += value
+        self._rounds += 1
+        return extra
 
     def observe(
         self, groups: Sequence[Group], extra: dict[str, Any] | None = None
@@ -218,23 +249,35 @@ class Curriculum(ABC):
             raise RuntimeError(f"observe got groups {got} for the plan {planned}")
         for group in groups:
             self.stats.update(self.index[group.prompt_id], np.asarray(group.correct, dtype=float))
-        rollouts = sum(len(g.rewards) for g in groups)
-        correct = np.concatenate([np.asarray(g.correct, dtype=float) for g in groups])
-        self.rollouts_total += rollouts + int(self._record.get("extra_rollouts", 0))
-        self.seen.update(g.prompt_id for g in groups)
-        sizes = [len(g.rewards) for g in groups]
+        generated = sum(len(g.rewards) for g in groups)
+        self.rollouts_total += generated + int(self._record.get("extra_rollouts", 0))
+        trained = [groups[i] for i in self.keep(groups)]
+        correct = np.concatenate([np.asarray(g.correct, dtype=float) for g in trained])
+        self.seen.update(g.prompt_id for g in trained)
+        sizes = [len(g.rewards) for g in trained]
         record = {
             "step": self.step,
             **self._record,
-            "prompt_ids": [g.prompt_id for g in groups],
+            "prompt_ids": [g.prompt_id for g in trained],
             "group_sizes": sizes,
-            "prompts": len(groups),
-            "rollouts": rollouts,
+            "prompts": len(trained),
+            "rollouts": sum(sizes),
             "min_group": min(sizes),
             "max_group": max(sizes),
             "solve_rate": float(correct.mean()),
-            "effective_prompt_ratio": float(np.mean([g.informative for g in groups])),
+            "effective_prompt_ratio": float(np.mean([g.informative for g in trained])),
+            # Knapsack RL's measure: the share of rollouts in groups with a gradient
+            "gradient_rollout_share": sum(
+                n for g, n in zip(trained, sizes, strict=True) if g.informative
+            )
+            / sum(sizes),
         }
+        if len(trained) != len(groups):
+            record |= {
+                "gen_batches": self._rounds,
+                "generated_prompts": len(groups),
+                "generated_rollouts": generated,
+            }
         record.update(self._learn(groups))
         record.update(extra or {})
         record["unique_seen"] = len(self.seen)

@@ -50,6 +50,20 @@ def _pad(rows: Sequence[torch.Tensor], value: float, side: str, width: int) -> t
     return out
 
 
+# TRL's per-row batch tensors a step assembled from several generation rounds carries: the side
+# each is padded on, and the padding (None: the tokenizer's pad token)
+ROW_KEYS: dict[str, tuple[str, float | None]] = {
+    "prompt_ids": ("left", None),
+    "prompt_mask": ("left", 0),
+    "completion_ids": ("right", None),
+    "completion_mask": ("right", 0),
+    "old_per_token_logps": ("right", 0.0),
+    "sampling_per_token_logps": ("right", 0.0),
+    "ref_per_token_logps": ("right", 0.0),
+    "tool_mask": ("right", 1),
+}
+
+
 class CurriculumGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose generation batches, group sizes included, come from a ``Curriculum``,
     optionally mixed with replayed groups (``sparft.training.replay``)."""
@@ -102,43 +116,46 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         prompts_per_step = budget // int(self.num_generations or 1)
         n_prompts = max(1, min(fresh, round(prompts_per_step * fresh / budget)))
         plan = self.curriculum.plan(n_prompts, fresh)
-        rows = [self._rows[a.prompt_id] for a in plan for _ in range(a.rollouts)]
+        own_seconds = perf_counter() - started - self._rollout_seconds
+        rounds: list[tuple[list[Any], dict[str, Any], torch.Tensor]] = []
+        groups: list[Group] = []
+        while plan:  # more than one round only for a curriculum that filters groups
+            output, gathered = self._generate_round(plan)
+            rounds.append((plan, output, gathered))
+            groups += self._groups(plan, gathered, self._advantages(gathered, plan)[0])
+            plan = self.curriculum.more(groups)
+        scored = perf_counter()
+        kept = self.curriculum.keep(groups)
+        if len(rounds) == 1 and len(kept) == len(groups):
+            plan, output, gathered = rounds[0]
+        else:
+            if self.buffer is not None:
+                raise NotImplementedError("train.replay with a curriculum that filters: not done")
+            output, gathered, plan = self._assemble(rounds, kept)
+        advantages, zero_std = self._advantages(gathered, plan)
         per_rank = fresh // procs
         start = self.accelerator.process_index * per_rank
-        local = [dict(r) for r in rows[start : start + per_rank]]
-        self._gathered = None
-        own_seconds = perf_counter() - started - self._rollout_seconds
-        group = self.num_generations
-        self.num_generations = 1  # nothing in TRL may reshape rewards by a fixed group size
-        try:
-            output = super()._generate_and_score_completions(local)
-        finally:
-            self.num_generations = group
-        scored = perf_counter()
-        gathered = self._gathered
-        if gathered is None:
-            raise RuntimeError("GRPOTrainer did not compute rewards through _calculate_rewards")
-        sizes = [a.rollouts for a in plan]
-        advantages, zero_std = group_advantages(
-            gathered,
-            sizes,
-            self.reward_weights,
-            self.scale_rewards,
-            self.multi_objective_aggregation,
-        )
         output["advantages"] = advantages[start : start + per_rank]
         metrics = self._metrics["train"]
         metrics["frac_reward_zero_std"][-1] = zero_std.float().mean().item()
-        self._logs["advantages"].clear()
-        self._logs["advantages"].extend(advantages.tolist())
+        # TRL's completion log keeps the last round's rows: show their advantages beside them
+        last = advantages if len(rounds) == 1 else self._advantages(rounds[-1][2], rounds[-1][0])[0]
+        logged = cast(Any, self._logs)["advantages"]
+        logged.clear()
+        logged.extend(last.tolist())
         extra: dict[str, Any] = {}
         if self.buffer is not None:
             output, extra = self._with_replay(output, plan, gathered, replayed, start)
-        record = self.curriculum.observe(self._groups(plan, gathered, advantages), extra)
+        record = self.curriculum.observe(groups, extra)
         elapsed = perf_counter() - started
         self._generation_seconds += elapsed
-        for key in ("solve_rate", "effective_prompt_ratio", "unique_seen", "rollouts_total"):
+        for key in (
+            "solve_rate", "effective_prompt_ratio", "gradient_rollout_share", "unique_seen",
+            "rollouts_total",
+        ):  # fmt: skip
             metrics[f"curriculum/{key}"].append(float(record[key]))
+        if "gen_batches" in record:
+            metrics["curriculum/gen_batches"].append(float(record["gen_batches"]))
         if "arm" in record:
             metrics["curriculum/arm"].append(float(record["arm"]))
         metrics["curriculum/max_group"].append(float(record["max_group"]))
@@ -150,6 +167,80 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         metrics["time/reference_rollouts_s"].append(self._rollout_seconds)
         metrics["time/curriculum_s"].append(own_seconds + perf_counter() - scored)
         return output
+
+    def _generate_round(self, plan: Sequence[Any]) -> tuple[dict[str, Any], torch.Tensor]:
+        """Generate and score one plan's rows (this process's share); TRL's output for them and
+        the rewards of every process's rows."""
+        rows = [self._rows[a.prompt_id] for a in plan for _ in range(a.rollouts)]
+        per_rank = len(rows) // self.accelerator.num_processes
+        start = self.accelerator.process_index * per_rank
+        local = [dict(r) for r in rows[start : start + per_rank]]
+        self._gathered = None
+        group = self.num_generations
+        self.num_generations = 1  # nothing in TRL may reshape rewards by a fixed group size
+        try:
+            output = super()._generate_and_score_completions(local)
+        finally:
+            self.num_generations = group
+        if self._gathered is None:
+            raise RuntimeError("GRPOTrainer did not compute rewards through _calculate_rewards")
+        return output, self._gathered
+
+    def _advantages(
+        self, gathered: torch.Tensor, plan: Sequence[Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return group_advantages(
+            gathered,
+            [a.rollouts for a in plan],
+            self.reward_weights,
+            self.scale_rewards,
+            self.multi_objective_aggregation,
+        )
+
+    def _assemble(
+        self, rounds: Sequence[tuple[list[Any], dict[str, Any], torch.Tensor]], kept: list[int]
+    ) -> tuple[dict[str, Any], torch.Tensor, list[Any]]:
+        """The step's batch from the kept groups of several generation rounds: every process's
+        rows gathered, the kept ones in order, this process's share padded to common widths.
+        Returns TRL's batch (advantages still to set), the kept rows' rewards and their plan."""
+        unsupported = {k for _, output, _ in rounds for k in output} - set(ROW_KEYS) - {
+            "advantages", "num_items_in_batch"
+        }  # fmt: skip
+        if unsupported:
+            raise NotImplementedError(f"a curriculum that filters, with {sorted(unsupported)}")
+        procs = self.accelerator.num_processes
+        spans: list[tuple[Any, list[dict[str, np.ndarray]], torch.Tensor]] = []
+        rows: list[dict[str, np.ndarray]] = []
+        rewards: list[torch.Tensor] = []
+        plan: list[Any] = []
+        for part, output, gathered in rounds:
+            local = [
+                {k: output[k][i].cpu().numpy() for k in ROW_KEYS if k in output}
+                for i in range(output["completion_ids"].size(0))
+            ]
+            every = gather_object(local) if procs > 1 else local
+            at = 0
+            for a in part:
+                spans.append((a, every[at : at + a.rollouts], gathered[at : at + a.rollouts]))
+                at += a.rollouts
+        for i in kept:
+            a, group_rows, group_rewards = spans[i]
+            plan.append(a)
+            rows.extend(group_rows)
+            rewards.append(group_rewards)
+        per_rank = len(rows) // procs
+        mine = rows[self.accelerator.process_index * per_rank :][:per_rank]
+        device = rounds[0][1]["completion_ids"].device
+        batch: dict[str, Any] = {}
+        for key, (side, fill) in ROW_KEYS.items():
+            if key in mine[0]:
+                value = self._tokenizer.pad_token_id if fill is None else fill
+                tensors = [torch.as_tensor(r[key]) for r in mine]
+                width = max(len(t) for t in tensors)
+                batch[key] = _pad(tensors, value, side, width).to(device)
+        loss_mask = batch["completion_mask"] * batch.get("tool_mask", 1)
+        batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        return batch, torch.cat(rewards), plan
 
     def _groups(
         self, plan: Sequence[Any], gathered: torch.Tensor, advantages: torch.Tensor
