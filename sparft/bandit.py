@@ -41,6 +41,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# null prior_weight: pseudo-observations per arm, measured on the simulated learner
+# (docs/methods/sparft.md)
+DEFAULT_PRIOR_WEIGHT = 4.0
+
 
 class BanditConfig(BaseModel):
     """The ``bandit`` section: which algorithm picks the arm and what it is rewarded for."""
@@ -51,10 +55,11 @@ class BanditConfig(BaseModel):
         "thompson", description="Gaussian Thompson sampling (SPaRFT), EXP3 or UCB1."
     )
     reward: Literal["negated-solve-rate", "learning-progress", "target"] = Field(
-        "negated-solve-rate",
-        description="Reward per observation: the negated solve rate (SPaRFT's Eq. 3, as the "
-        "paper writes it), the absolute change of the arm's solve rate since its previous "
-        "observation (SPaRFT v2), or closeness to bandit.target.",
+        "target",
+        description="Reward per observation: closeness to bandit.target (the default: Eq. 3 "
+        "chases the clusters a weak model never solves), the negated solve rate (SPaRFT's Eq. "
+        "3, as the paper writes it), or the absolute change of the arm's solve rate since its "
+        "previous observation (SPaRFT v2).",
     )
     target: float = Field(
         0.5,
@@ -63,11 +68,13 @@ class BanditConfig(BaseModel):
         description="target reward: the solve rate rewarded most (0.5: where a group of any "
         "size is likeliest to have unequal rewards).",
     )
-    prior_weight: float = Field(
-        0.0,
+    prior_weight: float | None = Field(
+        None,
         ge=0.0,
         description="thompson: pseudo-observations per arm of the reward its probe solve rate "
-        "gives (an informed prior); 0: none, the paper's uninformed prior.",
+        "gives (an informed prior); 0: the paper's uninformed prior; null: "
+        f"{DEFAULT_PRIOR_WEIGHT:g} where one applies (thompson with a reward a solve rate "
+        "gives), else 0.",
     )
     first_progress: float = Field(
         0.0,
@@ -120,11 +127,20 @@ class BanditConfig(BaseModel):
     )
     seed: int = Field(0, description="Seed of the bandit's own random generator.")
 
+    @property
+    def informed_weight(self) -> float:
+        """The prior weight in use: ``prior_weight``, or its default where it is null."""
+        if self.prior_weight is not None:
+            return self.prior_weight
+        applies = self.algorithm == "thompson" and self.reward != "learning-progress"
+        return DEFAULT_PRIOR_WEIGHT if applies else 0.0
+
     @model_validator(mode="after")
     def _informed_prior(self) -> BanditConfig:
-        if self.prior_weight > 0 and self.algorithm != "thompson":
+        weight = self.prior_weight or 0.0
+        if weight > 0 and self.algorithm != "thompson":
             raise ValueError("prior_weight: an informed prior is Thompson sampling's only")
-        if self.prior_weight > 0 and self.reward == "learning-progress":
+        if weight > 0 and self.reward == "learning-progress":
             raise ValueError(
                 "prior_weight: a probe solve rate gives no learning-progress reward (a change "
                 "needs two observations); use negated-solve-rate or target"
@@ -307,7 +323,7 @@ class ThompsonBandit(Bandit):
         rates = np.asarray(solve_rates, dtype=float)
         if rates.shape != (self.n_arms,):
             raise ValueError(f"need one solve rate per arm ({self.n_arms}), got {rates.shape}")
-        weight = self.cfg.prior_weight
+        weight = self.cfg.informed_weight
         for arm, rate in enumerate(rates):
             if weight > 0 and math.isfinite(rate):
                 self._n[arm] = weight

@@ -753,6 +753,13 @@ def simulate(
     plot: Annotated[Path, typer.Option(help="Curves and picks (PNG).")] = Path(
         "data/simulate/curves.png"
     ),
+    world: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A setting of the simulated world as KEY=VALUE (repeatable), e.g. "
+            "centre=3 spread=6 for a pool mostly too hard; keys: sparft.simulation.World."
+        ),
+    ] = None,
 ) -> None:
     """Run strategies on a simulated learner (no model, no TRL): each question has a latent
     solve probability that training on informative groups raises, with transfer within and
@@ -762,16 +769,20 @@ def simulate(
 
     from sparft.comparison import format_interval
     from sparft.plots import plot_simulation
-    from sparft.simulation import NOT_SIMULATED
+    from sparft.simulation import NOT_SIMULATED, World
     from sparft.simulation import simulate as run_simulation
 
     p = _params(params, set_)
+    try:
+        settings = World.parse(world or [])
+    except ValueError as err:
+        _fail(err)
     names = strategy or [s for s in p.compare.strategies if s.split("+")[0] not in NOT_SIMULATED]
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("simulating", total=len(names) * seeds)
         try:
             report = run_simulation(
-                p, names, steps, range(seeds), progress=lambda *_: bar.advance(task)
+                p, names, steps, range(seeds), settings, progress=lambda *_: bar.advance(task)
             )
         except ValueError as err:
             _fail(err)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +55,29 @@ class World:
     learning_rate: float = 0.04
     transfer: float = 0.1
     probe_k: int = 4
+
+    @classmethod
+    def parse(cls, items: Sequence[str]) -> World:
+        """A world from ``KEY=VALUE`` strings (the CLI's ``--world``), each cast to its field's
+        type; an unknown key or a bad value names itself."""
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for item in items:
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep or key not in types:
+                raise ValueError(
+                    f"--world {item!r}: expected KEY=VALUE, KEY one of {sorted(types)}"
+                )
+            cast = int if types[key] in (int, "int") else float
+            try:
+                values[key] = cast(text)
+            except ValueError:
+                raise ValueError(f"--world {key}: {text!r} is not {cast.__name__}") from None
+        world = cls(**values)
+        if world.clusters < 1 or world.per_cluster < 1 or world.probe_k < 1:
+            raise ValueError("--world: clusters, per_cluster and probe_k must be at least 1")
+        return world
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from sparft.bandit import (
+    DEFAULT_PRIOR_WEIGHT,
     Bandit,
     BanditConfig,
     Exp3Bandit,
@@ -23,6 +24,7 @@ from sparft.bandit import (
 )
 
 ALGORITHMS = ["thompson", "exp3", "ucb1"]
+EQ3 = "negated-solve-rate"  # the paper's reward; the default is target
 REWARDS = ["negated-solve-rate", "learning-progress"]
 ROLLOUTS = 16
 SEEDS = range(10)
@@ -71,7 +73,7 @@ def test_negated_solve_rate_concentrates_on_hardest_arm(
     rates = [0.9, 0.5, 0.1]
     shares = []
     for seed in SEEDS:
-        bandit = make_bandit(BanditConfig(algorithm=algorithm, seed=seed), 3)
+        bandit = make_bandit(BanditConfig(algorithm=algorithm, reward=EQ3, seed=seed), 3)
         arms = np.array(run(bandit, lambda arm, _: rates[arm], steps, seed))
         shares.append(float(np.mean(arms[steps // 2 :] == 2)))
     assert sum(share >= min_share for share in shares) >= 9, shares
@@ -127,7 +129,7 @@ def test_discounted_thompson_follows_a_change_of_the_hardest_arm() -> None:
     discounted, plain = [], []
     for seed in SEEDS:
         for discount, shares in ((0.8, discounted), (1.0, plain)):
-            bandit = make_bandit(BanditConfig(seed=seed, discount=discount), 3)
+            bandit = make_bandit(BanditConfig(reward=EQ3, seed=seed, discount=discount), 3)
             arms = np.array(run(bandit, rates, steps, seed))
             shares.append(float(np.mean(arms[window] == 0)))
     assert sum(share >= 0.5 for share in discounted) >= 9, discounted
@@ -135,10 +137,10 @@ def test_discounted_thompson_follows_a_change_of_the_hardest_arm() -> None:
 
 
 def test_rewards_per_algorithm_and_kind() -> None:
-    thompson = make_bandit(BanditConfig(), 2)
+    thompson = make_bandit(BanditConfig(reward=EQ3), 2)
     assert thompson.update(0, 0.25) == -0.25  # SPaRFT Eq. 3: negated solve rate
     for algorithm in ("exp3", "ucb1"):  # bounded in [0, 1] for these
-        assert make_bandit(BanditConfig(algorithm=algorithm), 2).update(0, 0.25) == 0.75
+        assert make_bandit(BanditConfig(algorithm=algorithm, reward=EQ3), 2).update(0, 0.25) == 0.75
     for algorithm in ALGORITHMS:
         cfg = BanditConfig(algorithm=algorithm, reward="learning-progress", first_progress=0.3)
         bandit = make_bandit(cfg, 2)
@@ -150,7 +152,7 @@ def test_rewards_per_algorithm_and_kind() -> None:
 
 
 def test_thompson_conjugate_update_and_discount() -> None:
-    cfg = BanditConfig(prior_mean=0.0, prior_std=1.0, noise_std=0.1)
+    cfg = BanditConfig(reward=EQ3, prior_mean=0.0, prior_std=1.0, noise_std=0.1)
     bandit = make_bandit(cfg, 2)
     assert isinstance(bandit, ThompsonBandit)
     bandit.update(0, 0.4)
@@ -173,7 +175,7 @@ def test_thompson_conjugate_update_and_discount() -> None:
 
 
 def test_exp3_probabilities_follow_importance_weighted_rewards() -> None:
-    bandit = make_bandit(BanditConfig(algorithm="exp3", gamma=0.3), 3)
+    bandit = make_bandit(BanditConfig(algorithm="exp3", reward=EQ3, gamma=0.3), 3)
     assert isinstance(bandit, Exp3Bandit)
     assert np.allclose(bandit.probabilities(), 1 / 3)
     bandit.update(2, 0.0)  # reward 1, probability 1/3: weight of arm 2 x exp(0.3 * 3 / 3)
@@ -189,7 +191,7 @@ def test_exp3_probabilities_follow_importance_weighted_rewards() -> None:
 
 
 def test_ucb1_pulls_each_arm_once_in_order_then_follows_the_index() -> None:
-    bandit = make_bandit(BanditConfig(algorithm="ucb1", c=1.0), 3)
+    bandit = make_bandit(BanditConfig(algorithm="ucb1", reward=EQ3, c=1.0), 3)
     assert isinstance(bandit, Ucb1Bandit)
     first = []
     for rate in (0.2, 0.9, 0.5):
@@ -329,7 +331,8 @@ def test_bad_config(override: dict[str, object]) -> None:
 
 def test_config_defaults() -> None:
     cfg = BanditConfig()
-    assert (cfg.algorithm, cfg.reward, cfg.seed) == ("thompson", "negated-solve-rate", 0)
+    assert (cfg.algorithm, cfg.reward, cfg.seed) == ("thompson", "target", 0)
+    assert cfg.prior_weight is None and cfg.informed_weight == DEFAULT_PRIOR_WEIGHT
     assert (cfg.prior_mean, cfg.prior_std, cfg.noise_std, cfg.discount) == (0.0, 1.0, 0.1, 1.0)
     assert (cfg.gamma, cfg.c, cfg.first_progress) == (0.1, pytest.approx(math.sqrt(2)), 0.0)
 
@@ -374,11 +377,20 @@ def test_an_informed_prior_starts_from_the_probe_rates() -> None:
         assert bandit.arm_stats()[2]["pulls"] == 0.0  # pseudo-observations are no pulls
     # the unknown arm keeps the uninformed prior (mean 0, wide): it and the target arm share
     assert set(firsts) <= {2, 3} and firsts.count(2) >= 3, firsts
-    uninformed = ThompsonBandit(BanditConfig(reward="target"), 4)
+    uninformed = ThompsonBandit(BanditConfig(reward="target", prior_weight=0), 4)
     uninformed.inform(rates)  # weight 0: no effect
     assert (uninformed.posterior()[0] == 0).all()
     with pytest.raises(ValueError, match="one solve rate per arm"):
         ThompsonBandit(cfg, 4).inform(np.zeros(3))
+
+
+def test_the_default_prior_weight_applies_only_where_an_informed_prior_can() -> None:
+    """Null means 4 pseudo-observations for Thompson sampling on a reward a solve rate gives;
+    switching the algorithm or to learning-progress needs no second setting."""
+    assert BanditConfig(reward="negated-solve-rate").informed_weight == DEFAULT_PRIOR_WEIGHT
+    assert BanditConfig(algorithm="exp3").informed_weight == 0.0
+    assert BanditConfig(reward="learning-progress").informed_weight == 0.0
+    assert BanditConfig(prior_weight=0.0).informed_weight == 0.0
 
 
 @pytest.mark.parametrize(

@@ -343,7 +343,7 @@ def test_step_zero_is_cached_by_model_and_questions(tmp_path: Path) -> None:
 def test_headline_from_stage_summaries() -> None:
     p = load_params(ROOT / "params.yaml", ["train.allocation=knapsack", "train.seed=3"])
     params = headline_params(p)
-    assert params["strategy"] == "sparft + knapsack (thompson, negated-solve-rate)"
+    assert params["strategy"] == "sparft + knapsack (thompson, target)"
     assert params["seed"] == "3" and params["model"] == "smollm2-135m"
     assert params["allocation"] == "knapsack" and params["replay"] == "false"
     summaries = {
@@ -422,7 +422,7 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     runs = mlflow.search_runs(experiment_names=["sparft"])
     variants = runs[runs["tags.mlflow.runName"].str.startswith("variant ")]
     assert len(variants) == 4
-    assert set(variants["params.strategy"]) == {"uniform", "sparft (thompson, negated-solve-rate)"}
+    assert set(variants["params.strategy"]) == {"uniform", "sparft (thompson, target)"}
     assert set(variants["params.seed"]) == {"0", "1"}
     assert variants["metrics.heldout_accuracy"].notna().all()
     assert (variants["metrics.rollouts"] == 8).all() and variants["metrics.wall_s"].gt(0).all()

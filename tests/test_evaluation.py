@@ -30,6 +30,7 @@ from sparft.evaluation import (
     load_benchmark,
     locate_model,
     metrics_dict,
+    paired_difference,
     pass_at_k,
     score_results,
 )
@@ -143,6 +144,34 @@ def test_gold_solutions_score_full_marks(name: str) -> None:
     assert wrong.empty, wrong.head(10).to_string()
 
 
+def _paired(model: str, correct: list[int], benchmark: str = "b") -> list[dict]:
+    return [
+        {"model": model, "benchmark": benchmark, "id": f"q{i}", "n": 1, "n_correct": c}
+        for i, c in enumerate(correct)
+    ]
+
+
+def test_paired_difference_matches_a_paired_t_test_over_questions() -> None:
+    from scipy import stats
+
+    trained, base = [1, 1, 0, 1, 0, 1, 1, 0], [0, 1, 0, 0, 0, 1, 0, 1]
+    rows = _paired("trained", trained) + _paired("base", base) + _paired("base", [1], "other")
+    out = paired_difference(pd.DataFrame(rows), "trained", "base")
+    assert set(out) == {"b"}  # a benchmark only one model answered has no pair
+    d = out["b"]
+    test = stats.ttest_rel(trained, base)
+    low, high = test.confidence_interval(0.95)
+    assert d["difference"] == pytest.approx(2 / 8) and d["questions"] == 8
+    assert (d["ci_low"], d["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert d["p_value"] == pytest.approx(test.pvalue) and (d["better"], d["worse"]) == (3, 1)
+    # questions matched by id, not by row order
+    shuffled = pd.DataFrame(rows[::-1])
+    assert paired_difference(shuffled, "trained", "base")["b"]["difference"] == d["difference"]
+    same = paired_difference(pd.DataFrame(_paired("trained", base) + _paired("base", base)),
+                             "trained", "base")["b"]  # fmt: skip
+    assert (same["difference"], same["ci_low"], same["ci_high"], same["p_value"]) == (0, 0, 0, 1)
+
+
 def _tiny_params(tiny_lm_dir: Path, **evaluate_cfg: object) -> Params:
     return Params(
         generation=GenerationConfig(model=str(tiny_lm_dir), num_threads=1, batch_size=8),
@@ -171,6 +200,11 @@ def test_stage_end_to_end_on_tiny_model(in_tmp: Path, tiny_lm_dir: Path) -> None
     assert by_model["trained"] == by_model["base"]
     assert stage.PLOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "pass_at_1" in summary["metrics"]["trained"][HELDOUT]  # MLflow-safe spelling
+    vs_base = json.loads(stage.VS_BASE.read_text())[HELDOUT]
+    assert vs_base == summary["vs_base"][HELDOUT]
+    assert (vs_base["difference"], vs_base["p_value"], vs_base["questions"]) == (0, 1, 4)
+    tables = stage.report(summary)
+    assert tables[1].rows[0][0] == HELDOUT and tables[1].rows[0][-1] == "not separable"
 
 
 def _make_adapter(tiny_lm_dir: Path, out: Path) -> Path:

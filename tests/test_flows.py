@@ -363,6 +363,7 @@ def test_second_run_takes_every_stage_from_cache(project: Project, server: Serve
     assert {"sparft-mlflow", "sparft-clusters", "sparft-arm-choices", "sparft-evaluation"} <= keys
     (evaluation,) = [a for a in artifacts if a.key == "sparft-evaluation"]
     assert "arithmetic-heldout" in str(evaluation.data) and "pass@1" in str(evaluation.data)
+    assert "minus base (paired)" in str(evaluation.data)  # trained against its base
     _dvc_is_clean(project)
 
 
@@ -499,7 +500,7 @@ def test_grid_flow_maps_variants_in_working_copies(project: Project, server: Ser
     table = str(artifacts["sparft-grid"].data)
     assert "curriculum=sparft" in table and "curriculum=uniform" in table
     strategies = str(artifacts["sparft-grid-summary"].data)
-    assert "sparft (thompson, negated-solve-rate)" in strategies and "uniform" in strategies
+    assert "sparft (thompson, target)" in strategies and "uniform" in strategies
     assert (project.root / "data" / "compare" / "compare.png").stat().st_size > 0
     assert "Data and pipelines are up to date" in project.run(["dvc", "status"])
     import mlflow

@@ -118,15 +118,19 @@ def test_pool_of_never_or_always_solved_questions() -> None:
 
 
 def test_bandit_pulls_per_arm_from_params_then_from_the_clusters() -> None:
-    params = params_of("train.curriculum=sparft", "train.max_steps=20", "cluster.k=8")
+    uninformed = ("train.curriculum=sparft", "bandit.prior_weight=0")
+    params = params_of(*uninformed, "train.max_steps=20", "cluster.k=8")
     check = assert_fires_and_clears(params, "arm pulls", "sparft", keys={"train.max_steps"})
     assert check.fix == {"train.max_steps": 24} and "cluster.k" in check.message
     # the cluster stage's output, where current, counts the arms: 3 clusters, 9 pulls is enough
     probe = probe_frame([0.5] * 6, cluster=[0, 0, 1, 1, 2, 2])
     assert find(run_checks(params, probe), "arm pulls", "sparft").status == "ok"
-    hdbscan = params_of("train.curriculum=sparft", "cluster.method=hdbscan")
+    hdbscan = params_of(*uninformed, "cluster.method=hdbscan")
     pending = find(run_checks(hdbscan), "arm pulls", "sparft")
     assert pending.status == "pending" and "cluster stage" in pending.message
+    # the default informed prior starts every arm from the probe: no trial pulls to wait for
+    informed = params_of("train.curriculum=sparft", "train.max_steps=20", "cluster.k=8")
+    assert find(run_checks(informed), "arm pulls", "sparft").status == "ok"
 
 
 def test_dump_draws_an_arm_per_prompt() -> None:
@@ -142,7 +146,7 @@ def test_dump_draws_an_arm_per_prompt() -> None:
 
 
 def test_thompson_prior_at_the_best_reward_warns_and_the_midpoint_clears() -> None:
-    params = params_of("train.curriculum=sparft", "train.max_steps=30")
+    params = params_of("train.curriculum=sparft", "train.max_steps=30", "bandit.prior_weight=0")
     check = assert_fires_and_clears(params, "bandit prior", "sparft", keys={"bandit.prior_mean"})
     assert check.fix == {"bandit.prior_mean": -0.5}  # rewards in [-1, 0]
     assert "[-1, 0]" in check.message
@@ -290,7 +294,11 @@ def test_comparison_checks_each_strategy_under_its_overrides() -> None:
 
 def test_strict_error_names_every_warning() -> None:
     assert strict_error(run_checks(params_of("train.curriculum=uniform"))) is None
-    checks = run_checks(params_of("train.curriculum=sparft", "cluster.k=8", "train.max_steps=2"))
+    checks = run_checks(
+        params_of(
+            "train.curriculum=sparft", "bandit.prior_weight=0", "cluster.k=8", "train.max_steps=2"
+        )
+    )
     error = strict_error(checks)
     assert isinstance(error, ConfigError)
     assert "arm pulls (sparft)" in str(error) and "train.max_steps=24" in str(error)
@@ -354,7 +362,7 @@ def test_after_probe_records_and_strict_raises(tmp_path: Path) -> None:
     from flows.preflight import after_probe
 
     logged: list[str] = []
-    params = params_of("train.curriculum=sparft", "train.max_steps=2")
+    params = params_of("train.curriculum=sparft", "train.max_steps=2", "bandit.prior_weight=0")
     payload = after_probe(params, tmp_path, None, False, logged.append)
     assert payload["warnings"] and len(logged) == len(payload["warnings"])
     assert {"warn", "pending"} <= {c["status"] for c in payload["checks"]}
@@ -398,11 +406,10 @@ def test_compare_strategies_dry_run_prints_the_checks_and_trains_nothing(project
     lines = result.output.splitlines()
     assert "2 preflight warning(s):" in lines
     budgets = "token budgets: probe.max_new_tokens=384, train.max_completion_length=64, "
-    assert any(line.startswith(f"  {budgets}evaluate.max_new_tokens=96") for line in lines)
+    assert any(line.startswith(f"  {budgets}evaluate.max_new_tokens=64") for line in lines)
     fixes = [line for line in lines if line.startswith("clear them with:")]
     assert fixes == [
-        "clear them with: --set probe.max_new_tokens=64 --set evaluate.max_new_tokens=64 "
-        "--set compare.seeds=[0,1,2,3,4,5]"
+        "clear them with: --set probe.max_new_tokens=64 --set compare.seeds=[0,1,2,3,4,5]"
     ]  # variance_min 2 leaves CurES's counts room at 4 rollouts
     assert not (project / "data").exists()
     strict = runner.invoke(app, [*REVIEWER, "--strict"])
@@ -414,10 +421,14 @@ def test_compare_strategies_dry_run_prints_the_checks_and_trains_nothing(project
 
 
 def test_run_dry_run_and_strict(project: Path) -> None:
-    result = runner.invoke(app, ["run", "--dry-run"])
+    clean = runner.invoke(app, ["run", "--dry-run", "--strict"])  # the offline default
+    assert clean.exit_code == 0, clean.output
+    assert "preflight warning" not in clean.output
+    uninformed = ["run", "--dry-run", "--set", "bandit.prior_weight=0"]
+    result = runner.invoke(app, uninformed)
     assert result.exit_code == 0, result.output
     assert "--set train.max_steps=24 --set bandit.prior_mean=-0.5" in result.output
-    strict = runner.invoke(app, ["run", "--dry-run", "--strict"])
+    strict = runner.invoke(app, [*uninformed, "--strict"])
     assert strict.exit_code == 2, strict.output
     assert "arm pulls (sparft), bandit prior (sparft)" in strict.output
     assert not (project / "data").exists()
@@ -437,9 +448,7 @@ def test_run_passes_strict_to_the_flow_and_prints_the_decided_checks(
         return {"stages": {}, "notes": [], "preflight": report}
 
     monkeypatch.setattr(flows.pipeline, "pipeline", fake)
-    quiet = ["--set", "train.curriculum=uniform"]
-    quiet += ["--set", "probe.max_new_tokens=48", "--set", "evaluate.max_new_tokens=48"]
-    result = runner.invoke(app, ["run", "--strict", *quiet])
+    result = runner.invoke(app, ["run", "--strict"])  # the offline default: no warning
     assert result.exit_code == 0, result.output
     assert seen["strict"] is True
     assert "preflight checks after the probe" in result.output

@@ -106,9 +106,9 @@ def test_pipeline_runs_are_compared_per_strategy(
         pass  # no train/evaluate stages: not comparable, left out
     runs = pipeline_runs(params.tracking)
     assert len(runs) == 3
-    assert set(runs["strategy"]) == {"sparft (thompson, negated-solve-rate)", "uniform"}
+    assert set(runs["strategy"]) == {"sparft (thompson, target)", "uniform"}
     summary = summarise_runs(runs).set_index("strategy")
-    sparft = summary.loc["sparft (thompson, negated-solve-rate)"]
+    sparft = summary.loc["sparft (thompson, target)"]
     assert sparft["runs"] == 2 and sparft["mean:heldout"] == pytest.approx(0.4)
     assert sparft["sd:heldout"] == pytest.approx(0.1414, abs=1e-3)
     assert summary.loc["uniform", "mean:heldout"] == pytest.approx(0.2)

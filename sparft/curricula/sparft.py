@@ -50,15 +50,21 @@ def arm_count(params: Params, column: str, probe: pd.DataFrame | None) -> tuple[
 
 
 def arm_pulls_check(
-    params: Params, column: str, probe: pd.DataFrame | None, per_step: int = 1
+    params: Params,
+    column: str,
+    probe: pd.DataFrame | None,
+    per_step: int = 1,
+    informed: bool = False,
 ) -> Check:
     """Fewer than ``PULLS_PER_ARM`` pulls per arm over the run: the bandit has barely finished
     trying every arm when training ends. ``per_step`` is the arms pulled per step (DUMP draws
-    one per prompt)."""
+    one per prompt). An ``informed`` prior (arms start from the probe) needs no trial pulls."""
     name = "arm pulls"
     arms, where = arm_count(params, column, probe)
     if arms is None:
         return pending(name, where)
+    if informed:
+        return ok(name, f"arms start from the probe's solve rates: no trial pulls ({arms} arms)")
     steps = params.train.max_steps
     pulls, need = steps * per_step, PULLS_PER_ARM * arms
     if pulls >= need:
@@ -86,9 +92,9 @@ def prior_check(cfg: BanditConfig) -> Check:
     if cfg.algorithm != "thompson":
         return ok(name, f"{cfg.algorithm} has no prior mean")
     low, high = reward_range(cfg)
-    if cfg.prior_weight > 0:
+    if cfg.informed_weight > 0:
         return ok(
-            name, f"informed: {cfg.prior_weight:g} pseudo-observations per arm from the probe"
+            name, f"informed: {cfg.informed_weight:g} pseudo-observations per arm from the probe"
         )
     if cfg.prior_mean < high:
         return ok(name, f"bandit.prior_mean={cfg.prior_mean:g} below the best reward {high:g}")
@@ -111,7 +117,7 @@ class SparftCurriculum(Curriculum):
         self.arm_labels = [int(label) for label in labels]
         self.queues: list[list[str]] = [[] for _ in labels]
         self.bandit: Bandit = make_bandit(cfg, len(labels))
-        if isinstance(self.bandit, ThompsonBandit) and cfg.prior_weight > 0:
+        if isinstance(self.bandit, ThompsonBandit) and cfg.informed_weight > 0:
             self.bandit.inform(self.probe_rates())
 
     def probe_rates(self) -> np.ndarray:
@@ -156,9 +162,11 @@ class SparftCurriculum(Curriculum):
 
 
 def preflight(cfg: BanditConfig, params: Params, probe: pd.DataFrame | None) -> list[Check]:
-    """Enough steps for every arm to be pulled a few times, and a Thompson prior that does not
-    rank every unpulled arm above the best arm there can be."""
-    return [arm_pulls_check(params, "cluster", probe), prior_check(cfg)]
+    """Enough steps for every arm to be pulled a few times (unless the arms start from the
+    probe), and a Thompson prior that does not rank every unpulled arm above the best arm there
+    can be."""
+    informed = cfg.algorithm == "thompson" and cfg.informed_weight > 0
+    return [arm_pulls_check(params, "cluster", probe, informed=informed), prior_check(cfg)]
 
 
 METHOD = Method(
@@ -177,10 +185,20 @@ METHOD = Method(
             {
                 "train.curriculum": "sparft",
                 "train.data": "subset",
-                "bandit.reward": "negated-solve-rate",
+                "bandit.reward": "target",
             },
             True,
-            "SPaRFT: bandit over clusters of the selected subset, reward 1 - solve rate",
+            "SPaRFT as the project runs it: reward near bandit.target, arms informed by the probe",
+        ),
+        "sparft-eq3": Strategy(
+            {
+                "train.curriculum": "sparft",
+                "train.data": "subset",
+                "bandit.reward": "negated-solve-rate",
+                "bandit.prior_weight": 0.0,
+            },
+            True,
+            "SPaRFT as the paper writes it: reward 1 - solve rate (Eq. 3), uninformed prior",
         ),
         "sparft-lp": Strategy(
             {
@@ -190,16 +208,6 @@ METHOD = Method(
             },
             True,
             "SPaRFT with the learning-progress arm reward",
-        ),
-        "sparft-target": Strategy(
-            {
-                "train.curriculum": "sparft",
-                "train.data": "subset",
-                "bandit.reward": "target",
-                "bandit.prior_weight": 4.0,
-            },
-            True,
-            "SPaRFT with the target reward (solve rate near bandit.target) and an informed prior",
         ),
     },
     page="sparft",

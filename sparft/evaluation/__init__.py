@@ -44,6 +44,7 @@ from sparft.evaluation.scoring import (
     RESULT_COLUMNS,
     aggregate,
     metrics_dict,
+    paired_difference,
     pass_at_k,
     score_results,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "metrics_dict",
     "model_label",
     "model_plan",
+    "paired_difference",
     "pass_at_k",
     "run_chunks",
     "score_results",

@@ -120,6 +120,45 @@ def metrics_dict(table: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def paired_difference(
+    results: pd.DataFrame, model: str, base: str, level: float = 0.95
+) -> dict[str, dict[str, Any]]:
+    """Per benchmark, ``model``'s pass@1 minus ``base``'s over the questions both answered:
+    the mean paired difference, its t interval and p (``scipy.stats.ttest_rel``), and how many
+    questions each got right where the other did not.
+
+    The interval covers the sampling of questions only; a training run's seed-to-seed spread
+    is not in it (``sparft compare-strategies`` measures that over seeds).
+    """
+    from scipy import stats
+
+    out: dict[str, dict[str, Any]] = {}
+    for benchmark, group in results.groupby("benchmark", sort=False):
+        rate = group.assign(rate=group["n_correct"] / group["n"])
+        wide = rate.pivot_table(index="id", columns="model", values="rate", aggfunc="mean")
+        if model not in wide or base not in wide:
+            continue
+        pairs = wide[[model, base]].dropna()
+        a, b = pairs[model].to_numpy(), pairs[base].to_numpy()
+        diff = a - b
+        entry: dict[str, Any] = {
+            "difference": float(diff.mean()) if len(diff) else math.nan,
+            "questions": len(diff),
+            "better": int(np.sum(diff > 0)),
+            "worse": int(np.sum(diff < 0)),
+            "level": level,
+        }
+        if len(diff) > 1 and np.ptp(diff) > 0:
+            test = stats.ttest_rel(a, b)
+            low, high = test.confidence_interval(level)
+            entry |= {"ci_low": float(low), "ci_high": float(high), "p_value": float(test.pvalue)}
+        elif len(diff) > 1:  # every question the same difference: no spread, so a sign test
+            entry |= {"ci_low": entry["difference"], "ci_high": entry["difference"]}
+            entry["p_value"] = 1.0 if entry["difference"] == 0 else min(1.0, 2 * 0.5 ** len(diff))
+        out[str(benchmark)] = entry
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Scoring: the one path from completions to verdicts
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Writes ``data/eval/results.parquet`` (one row per model, benchmark and question, with every
 completion, extracted answer and verdict), ``data/eval/metrics.json`` (``{model: {benchmark:
-{pass@1, pass@1_se, ...}}}``, DVC metrics) and ``data/plots/eval_accuracy.png``. Everything is
+{pass@1, pass@1_se, ...}}}``, DVC metrics), ``data/eval/vs_base.json`` (per benchmark, the
+evaluated model's pass@1 minus the base model's, paired over questions, with its interval: the
+number that says whether training helped) and ``data/plots/eval_accuracy.png``. Everything is
 computed before any file is replaced, each atomically, the metrics last.
 
 The returned summary holds the same numbers, spelled ``pass_at_k``: MLflow, which logs the
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 OUT_DIR = Path("data/eval")
 RESULTS = OUT_DIR / "results.parquet"
 METRICS = OUT_DIR / "metrics.json"
+VS_BASE = OUT_DIR / "vs_base.json"
 PLOT = Path("data/plots/eval_accuracy.png")
 
 
@@ -49,6 +52,7 @@ def run_evaluation(
 
 def write_report(report: EvalReport, out_dir: Path = OUT_DIR, plot: Path = PLOT) -> dict[str, Any]:
     """Plot, results and metrics (in that order, so metrics mean the rest is there)."""
+    from sparft.evaluation import BASE_LABEL, paired_difference
     from sparft.io import write_json, write_parquet
     from sparft.plots import plot_accuracy
 
@@ -59,10 +63,18 @@ def write_report(report: EvalReport, out_dir: Path = OUT_DIR, plot: Path = PLOT)
     )
     plot_accuracy(report.aggregates, plot, title=title)
     write_parquet(report.results, out_dir / RESULTS.name)
+    labels = list(report.models)
+    vs_base = (
+        paired_difference(report.results, labels[0], BASE_LABEL)
+        if len(labels) > 1 and BASE_LABEL in labels[1:]
+        else {}
+    )
+    write_json(vs_base, out_dir / VS_BASE.name)
     metrics = report.metrics
     write_json(metrics, out_dir / METRICS.name)
     return {
         "metrics": mlflow_safe(metrics),
+        "vs_base": vs_base,
         "models": report.models,
         "settings": settings,
         "notes": report.notes,
@@ -123,8 +135,41 @@ def report(summary: dict[str, Any], params: Params | None = None) -> list[Report
                     f"{m.get('tokens_per_s', 0):.3g}",
                 )
             )
+    tables = [Report(title, rows, columns)]
+    vs_base = summary.get("vs_base") or {}
+    if vs_base:
+        model = next(iter(metrics))
+        level = float(next(iter(vs_base.values())).get("level", 0.95))
+        tables.append(
+            Report(
+                f"{model} minus base, paired over the same questions (the interval covers the "
+                "questions' sampling, not the seed-to-seed spread of training)",
+                [
+                    (
+                        bench,
+                        str(d["questions"]),
+                        f"{d['difference']:+.3f}",
+                        f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if "ci_low" in d else "",
+                        f"{d['p_value']:.3f}" if "p_value" in d else "",
+                        f"{d['better']} / {d['worse']}",
+                        verdict(d),
+                    )
+                    for bench, d in vs_base.items()
+                ],
+                ("benchmark", "questions", "difference", f"{level:.0%} CI", "p",
+                 "better / worse", "verdict"),
+            )
+        )  # fmt: skip
     notes = [("note", str(n)) for n in summary.get("notes", [])]
-    return [Report(title, rows, columns), *([Report("notes", notes)] if notes else [])]
+    return [*tables, *([Report("notes", notes)] if notes else [])]
+
+
+def verdict(d: Mapping[str, Any]) -> str:
+    """In words: training helped, hurt, or the questions cannot tell (the interval holds 0)."""
+    low, high = d.get("ci_low"), d.get("ci_high")
+    if low is None or high is None or low <= 0 <= high:
+        return "not separable"
+    return "trained ahead" if low > 0 else "trained behind"
 
 
 def artifact(config: Mapping[str, Any]) -> Artifact | None:
@@ -141,7 +186,12 @@ def artifact(config: Mapping[str, Any]) -> Artifact | None:
         for model, per in metrics.items()
         for bench, m in per.items()
     ]
-    return Artifact("sparft-evaluation", f"evaluation ({METRICS})", table=rows)
+    vs_base = json.loads(VS_BASE.read_text()) if VS_BASE.is_file() else {}
+    rows += [
+        {"model": "minus base (paired)", "benchmark": bench, **{k: cell(v) for k, v in d.items()}}
+        for bench, d in vs_base.items()
+    ]
+    return Artifact("sparft-evaluation", f"evaluation ({METRICS}, {VS_BASE})", table=rows)
 
 
 STAGE = Stage(
@@ -150,11 +200,11 @@ STAGE = Stage(
     description="the trained model and its base on held-out benchmarks",
     inputs=("${data.out}", str(TRAINED_MODEL)),
     outs=(str(RESULTS),),
-    metrics=(str(METRICS),),
+    metrics=(str(METRICS), str(VS_BASE)),
     plots=(str(PLOT),),
     params=("evaluate", "generation", "prompt", "arithmetic", "data"),
-    mlflow=(str(PLOT), str(METRICS), str(RESULTS)),
-    where=(("held-out evaluation", f"{METRICS}, {RESULTS}"),),
+    mlflow=(str(PLOT), str(METRICS), str(VS_BASE), str(RESULTS)),
+    where=(("held-out evaluation", f"{METRICS}, {VS_BASE}, {RESULTS}"),),
     report=report,
     artifact=artifact,
 )
