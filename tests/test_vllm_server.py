@@ -41,7 +41,7 @@ def _project(root: Path, smollm2_dir: Path, backend: str) -> Path:
     """32 arithmetic questions probed greedily (so both backends must agree), 8 held out."""
     root.mkdir(parents=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["arithmetic"].update(per_grade=4)
+    params["arithmetic"].update(per_grade=8)  # 32 questions over grades 1-4
     params["generation"].update(
         backend=backend, model=str(smollm2_dir), dtype="float32", batch_size=16, num_threads=2
     )
