@@ -213,3 +213,69 @@ def test_heldout_checks_follow_the_live_weights(tmp_path: Path, smollm2_dir: Pat
     assert same(("hf", "base"), ("served", "base")) >= n - 1
     assert same(("hf", "trained"), ("served", "trained")) >= n - 1
     assert same(("hf", "base"), ("hf", "trained")) <= n // 2  # the steps changed the answers
+
+
+def test_training_rollouts_follow_the_live_weights(tmp_path: Path, smollm2_dir: Path) -> None:
+    """``train.rollouts: vllm-server`` on SmolLM2 (fp32): the server's log-probabilities of its
+    own samples agree with the trainer's (TRL's importance-sampling ratio near 1); after the
+    weights change and before the next step loads them, they no longer agree (the server still
+    samples the old policy); once the step loads them, they agree again."""
+    import torch
+
+    from sparft.config import Params
+    from sparft.curricula import make_curriculum
+    from sparft.prompts import PromptConfig
+    from sparft.testing import supervised_steps
+    from sparft.training import TrainConfig
+    from sparft.training.heldout import ServedChecks, rollout_server
+    from sparft.training.rollouts import ServedRollouts
+    from sparft.training.setup import build_trainer
+
+    pairs = [(17, 25), (8, 5), (120, 33), (9, 9)]
+    frame = pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(len(pairs))],
+            "question": [f"What is {a} + {b}?" for a, b in pairs],
+            "answer": [str(a + b) for a, b in pairs],
+        }
+    )
+    cfg = TrainConfig(
+        curriculum="uniform", prompts_per_step=4, num_generations=4, max_completion_length=32,
+        beta=0.0, precision="fp32", num_threads=2, checkpoint_dir=str(tmp_path / "c"),
+        rollouts="vllm-server",
+    )  # fmt: skip
+    server = rollout_server(
+        ServerConfig(
+            python=str(VLLM_PYTHON),
+            extra_args=["--enforce-eager"],
+            max_model_len=1024,
+            log_file=str(tmp_path / "server.log"),
+        )
+    )
+    served = ServedChecks(str(smollm2_dir), server, tmp_path / "weights")
+    curriculum = make_curriculum("uniform", frame, Params(train=cfg))
+    trainer = build_trainer(cfg, str(smollm2_dir), frame, curriculum, PromptConfig())
+    rollouts = ServedRollouts(served, cfg.max_completion_length, cfg.temperature)
+    rollouts.attach(trainer)
+
+    def gap() -> float:
+        """Mean |trainer - server| log-probability over the sampled tokens of one step."""
+        out = trainer._generate_and_score_completions([{}] * 16)
+        mask = out["completion_mask"].bool()
+        diff = (out["old_per_token_logps"] - out["sampling_per_token_logps"])[mask]
+        return float(diff.abs().mean())
+
+    try:
+        trainer.model.train()
+        base = gap()
+        supervised_steps(trainer.model, trainer.processing_class, frame, steps=4, lr=1e-4)
+        trainer.model.train()
+        stale = gap()  # the same step: nothing loaded, the server samples the old weights
+        trainer.state.global_step = 1
+        live = gap()
+    finally:
+        served.close()
+    assert rollouts.loaded_step == 1 and rollouts.load_seconds > 0
+    assert base < 0.02 and live < 0.02, (base, stale, live)
+    assert stale > 10 * max(base, live), (base, stale, live)
+    assert torch.isfinite(torch.tensor([base, stale, live])).all()

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sparft.config import Params
-    from sparft.training.heldout import HeldoutCurve
+    from sparft.training.heldout import HeldoutCurve, ServedChecks
 
 MODEL = Path("data/train/model")
 HISTORY = Path("data/train/history.parquet")
@@ -164,13 +164,37 @@ def settings_fingerprint(params: Params, frame: pd.DataFrame, model_path: str) -
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
+def served(params: Params, model_path: str) -> ServedChecks | None:
+    """The vLLM server the held-out checks and the rollouts share, when either uses one
+    (started at first use, with the log-probabilities the rollouts' correction needs)."""
+    from sparft.training.heldout import WEIGHTS_DIR, ServedChecks, rollout_server
+
+    cfg = params.train
+    checks = bool(cfg.heldout.every) and cfg.heldout.backend == "vllm-server"
+    if not checks and cfg.rollouts != "vllm-server":
+        return None
+    server = params.generation.server
+    if cfg.rollouts == "vllm-server":
+        server = rollout_server(server)
+    return ServedChecks(
+        model_path,
+        server,
+        Path(cfg.checkpoint_dir) / WEIGHTS_DIR,
+        url=cfg.heldout.server_url,
+        concurrency=cfg.heldout.batch_size,
+    )
+
+
+def heldout_curve(
+    params: Params, model_path: str, server: ServedChecks | None = None
+) -> HeldoutCurve | None:
     """The learning-curve callback ``train.heldout`` asks for, on the evaluate stage's first
-    benchmark with its ``limit``, ``seed`` and ``max_new_tokens``; None when it is off."""
+    benchmark with its ``limit``, ``seed`` and ``max_new_tokens``; None when it is off.
+    ``server`` serves the checks under ``backend: vllm-server``."""
     from sparft.evaluation import load_benchmark
     from sparft.io import path_digest
     from sparft.training import use_bf16
-    from sparft.training.heldout import JOURNAL, WEIGHTS_DIR, HeldoutCurve, ServedChecks
+    from sparft.training.heldout import JOURNAL, HeldoutCurve
 
     cfg = params.train.heldout
     if not cfg.every:
@@ -178,15 +202,8 @@ def heldout_curve(params: Params, model_path: str) -> HeldoutCurve | None:
     ev = params.evaluate
     questions, _ = load_benchmark(ev.benchmarks[0], ev, params.data, params.arithmetic)
     base = path_digest(Path(model_path)) if cfg.cache_dir else None  # memoised: hashed once
-    server = None
-    if cfg.backend == "vllm-server":
-        server = ServedChecks(
-            model_path,
-            params.generation.server,
-            Path(params.train.checkpoint_dir) / WEIGHTS_DIR,
-            url=cfg.server_url,
-            concurrency=cfg.batch_size,
-        )
+    if cfg.backend != "vllm-server":
+        server = None
     return HeldoutCurve(
         questions,
         params.prompt,
@@ -232,6 +249,7 @@ def run(params: Params) -> dict[str, Any]:
     from sparft.io import write_json, write_parquet
     from sparft.models import prepare_model
     from sparft.training import log_history_frame, save_policy, summary_metrics, train
+    from sparft.training.rollouts import ServedRollouts
     from sparft.training.setup import build_trainer
 
     cfg = params.train
@@ -239,7 +257,8 @@ def run(params: Params) -> dict[str, Any]:
     curriculum = make_curriculum(cfg.curriculum, frame, params)
     model_path = prepare_model(cfg.model or params.generation.model)
     report_to = ["mlflow"] if params.tracking.enabled else []
-    curve = heldout_curve(params, model_path)
+    server = served(params, model_path)
+    curve = heldout_curve(params, model_path, server)
     callbacks = [curve] if curve else []
     trainer = build_trainer(cfg, model_path, frame, curriculum, params.prompt, report_to, callbacks)
     if curve:
@@ -247,10 +266,17 @@ def run(params: Params) -> dict[str, Any]:
     trainer.settings_fingerprint = settings_fingerprint(params, frame, model_path)
     started = perf_counter()
     try:
+        if cfg.rollouts == "vllm-server":
+            assert server is not None
+            ServedRollouts(
+                server, cfg.max_completion_length, cfg.temperature, seed=cfg.seed
+            ).attach(trainer)
         resumed, note = train(trainer, cfg)
     finally:
         if curve:
             curve.close()  # its server, when training fails before on_train_end
+        if server is not None:
+            server.close()
     if note:
         logging.getLogger(__name__).warning(note)
     seconds = perf_counter() - started

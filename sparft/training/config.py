@@ -83,6 +83,14 @@ class TrainConfig(BaseModel):
     replay: ReplayConfig = Field(
         default_factory=ReplayConfig, description="Rollout replay (DOTS+RR); any curriculum."
     )
+    rollouts: Literal["hf", "vllm-server"] = Field(
+        "hf",
+        description="Where training rollouts are sampled. hf: transformers' generate in the "
+        "training process. vllm-server: a vLLM server (make vllm-env; the held-out checks' "
+        "server when they use one) with the policy's weights loaded in place at each new "
+        "step, and TRL's importance-sampling correction on its log-probabilities (full "
+        "fine-tuning, no replay).",
+    )
     heldout: HeldoutConfig = Field(
         default_factory=HeldoutConfig,
         description="Learning curve: greedy accuracy on the evaluate stage's first benchmark.",

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,13 +48,41 @@ WEIGHTS_DIR = "heldout-weights"  # beside the checkpoints: the weights the serve
 WEIGHTS_FILE = "model.safetensors"
 
 
+# what TRL's importance-sampling correction needs from the server
+LOGPROBS_ARGS = ("--logprobs-mode", "processed_logprobs")
+
+
+def rollout_server(server: ServerConfig) -> ServerConfig:
+    """``server`` with the log-probability mode the training rollouts' correction needs
+    (``sparft.training.rollouts``; added once)."""
+    if "--logprobs-mode" in server.extra_args:
+        return server
+    return server.model_copy(update={"extra_args": [*server.extra_args, *LOGPROBS_ARGS]})
+
+
+def _server_file(url: str, suffix: str) -> Path:
+    name = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"sparft-heldout-{name}.{suffix}"
+
+
+def weights_owner(url: str) -> str:
+    """Whose weights the server at ``url`` holds: the token its last loader left (under
+    ``server_lock``), or "" when none is known."""
+    path = _server_file(url, "owner")
+    return path.read_text() if path.is_file() else ""
+
+
+def claim_weights(url: str, token: str) -> None:
+    """Record that the weights just loaded into ``url`` are ``token``'s (under ``server_lock``)."""
+    _server_file(url, "owner").write_text(token)
+
+
 @contextmanager
 def server_lock(url: str) -> Iterator[None]:
-    """One run at a time loads weights into the server at ``url`` and checks with them."""
+    """One run at a time loads weights into the server at ``url`` and generates with them."""
     import fcntl
 
-    name = hashlib.sha256(url.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"sparft-heldout-{name}.lock"
+    path = _server_file(url, "lock")
     with path.open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -128,19 +157,24 @@ class SharedServer:
 
     @classmethod
     def for_params(cls, params: Any) -> SharedServer | None:
-        """The server ``params``' runs would each start for their checks, or None when they
-        start none (``hf`` checks, no curve, or a server already named)."""
+        """The server ``params``' runs would each start for their checks and rollouts, or None
+        when they start none (``hf`` rollouts and checks or no curve, or a server already
+        named)."""
         from sparft.models import prepare_model
         from sparft.training.config import policy_dtype
 
         train = params.train
         cfg = train.heldout
-        if not cfg.every or cfg.backend != "vllm-server" or cfg.server_url:
+        checks = bool(cfg.every) and cfg.backend == "vllm-server"
+        if not (checks or train.rollouts == "vllm-server") or cfg.server_url:
             return None
         if os.environ.get(SERVER_ENV):
             return None
         model = prepare_model(train.model or params.generation.model)
-        return cls(model, params.generation.server, vllm_dtype(policy_dtype(train)))
+        server = params.generation.server
+        if train.rollouts == "vllm-server":
+            server = rollout_server(server)
+        return cls(model, server, vllm_dtype(policy_dtype(train)))
 
     def url(self) -> str:
         import torch
@@ -231,6 +265,7 @@ class ServedChecks:
         with server_lock(url):
             write_weights(policy, self.weights_dir)
             self.load_seconds += load_weights(url, self.weights_dir)
+            claim_weights(url, f"checks {uuid.uuid4().hex}")  # rollouts reload after a check
             cfg = GenerationConfig(
                 backend="vllm-server",
                 model=self.model,

@@ -60,6 +60,7 @@ ROW_KEYS: dict[str, tuple[str, float | None]] = {
     "old_per_token_logps": ("right", 0.0),
     "sampling_per_token_logps": ("right", 0.0),
     "ref_per_token_logps": ("right", 0.0),
+    "importance_sampling_ratio": ("right", 1.0),  # a served sampler's correction (rollouts.py)
     "tool_mask": ("right", 1),
 }
 

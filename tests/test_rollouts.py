@@ -1,0 +1,167 @@
+"""Training rollouts through a served sampler (``train.rollouts: vllm-server``): TRL's
+``rollout_func`` hook, the weights loaded once per optimizer step, and TRL's importance-sampling
+correction on the returned log-probabilities. Here the "server" samples from the tiny policy
+itself (same weights, same temperature), so the correction must come out near 1; the real vLLM
+server is tested in ``tests/test_vllm_rollouts.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+from sparft.generation.config import ServerConfig
+from sparft.training import TrainConfig
+from sparft.training.heldout import LOGPROBS_ARGS, rollout_server
+from sparft.training.rollouts import ServedRollouts
+
+URL = "http://127.0.0.1:1/v1"
+
+
+class FakeChecks:
+    """What ``ServedRollouts`` uses of ``ServedChecks``: a URL, a weights folder, settings."""
+
+    def __init__(self, weights_dir: Path) -> None:
+        self.model = "tiny"
+        self.server_cfg = ServerConfig()
+        self.weights_dir = weights_dir
+        self.owned = None
+
+    def connect(self, policy: Any) -> str:
+        return URL
+
+
+class PolicySampler:
+    """``httpx.post`` answering /v1/completions as vLLM does, from the live tiny policy."""
+
+    def __init__(self, trainer: Any, temperature: float) -> None:
+        self.trainer = trainer
+        self.temperature = temperature
+        self.bodies: list[dict[str, Any]] = []
+
+    def __call__(self, url: str, json: dict[str, Any], timeout: float) -> Any:
+        self.bodies.append(json)
+        model = self.trainer.model
+        ids = torch.tensor([json["prompt"]])
+        with torch.no_grad():
+            out = model.generate(
+                ids, max_new_tokens=json["max_tokens"], do_sample=True,
+                temperature=self.temperature, top_k=0, pad_token_id=0,
+            )  # fmt: skip
+            completion = out[0, ids.shape[1] :]
+            logits = model(out).logits[0, ids.shape[1] - 1 : -1] / self.temperature
+            logps = torch.log_softmax(logits.float(), -1).gather(1, completion[:, None])[:, 0]
+        choice = {"token_ids": completion.tolist(), "logprobs": {"token_logprobs": logps.tolist()}}
+        return httpx_response(url, {"choices": [choice]})
+
+
+def httpx_response(url: str, payload: dict[str, Any]) -> Any:
+    import httpx
+
+    return httpx.Response(200, json=payload, request=httpx.Request("POST", url))
+
+
+def test_the_server_gets_the_logprob_mode_the_correction_needs() -> None:
+    cfg = rollout_server(ServerConfig(extra_args=["--enforce-eager"]))
+    assert cfg.extra_args == ["--enforce-eager", *LOGPROBS_ARGS]
+    assert rollout_server(cfg).extra_args == cfg.extra_args  # added once
+    own = ServerConfig(extra_args=["--logprobs-mode", "raw_logprobs"])
+    assert rollout_server(own) == own  # the user's own choice stays
+
+
+def test_rollouts_come_from_the_served_sampler_with_its_correction(
+    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from sparft.config import Params
+    from sparft.curricula import make_curriculum
+    from sparft.generation import server as serving
+    from sparft.prompts import PromptConfig
+    from sparft.training.setup import build_trainer
+
+    frame = pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(4)],
+            "question": [f"What is {i} + 1?" for i in range(4)],
+            "answer": [str(i + 1) for i in range(4)],
+        }
+    )
+    cfg = TrainConfig(
+        curriculum="uniform", prompts_per_step=2, num_generations=4, max_completion_length=6,
+        beta=0.0, num_threads=1, checkpoint_dir=str(tmp_path / "c"), rollouts="vllm-server",
+    )  # fmt: skip
+    curriculum = make_curriculum("uniform", frame, Params(train=cfg))
+    trainer = build_trainer(cfg, str(tiny_lm_dir), frame, curriculum, PromptConfig())
+    loads: list[Path] = []
+    monkeypatch.setattr(serving, "load_weights", lambda url, path: loads.append(path) or 0.1)
+    sampler = PolicySampler(trainer, cfg.temperature)
+    monkeypatch.setattr(httpx, "post", sampler)
+    rollouts = ServedRollouts(FakeChecks(tmp_path / "w"), 6, cfg.temperature)
+    rollouts._model[URL] = "tiny"
+    rollouts.attach(trainer)
+
+    trainer.model.train()
+    out = trainer._generate_and_score_completions([{}] * 8)
+    assert len(sampler.bodies) == 8 and all(b["max_tokens"] == 6 for b in sampler.bodies)
+    assert {b["logprobs"] for b in sampler.bodies} == {0}
+    assert all(b["return_token_ids"] for b in sampler.bodies) and "seed" not in sampler.bodies[0]
+    assert loads == [tmp_path / "w"] and (tmp_path / "w" / "model.safetensors").is_file()
+    # TRL's correction: the served log-probabilities against the trainer's, here the same policy
+    mask = out["completion_mask"].bool()
+    diff = (out["old_per_token_logps"] - out["sampling_per_token_logps"])[mask]
+    assert diff.abs().max() < 1e-3, diff
+    ratio = out["importance_sampling_ratio"]
+    assert torch.allclose(ratio.expand_as(mask)[mask], torch.ones(int(mask.sum())), atol=1e-3)
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer.compute_loss(trainer.model, out)
+    assert torch.isfinite(loss)
+    # a later round of the same step loads nothing; the next step loads once
+    trainer._generate_and_score_completions([{}] * 8)
+    assert len(loads) == 1
+    trainer.state.global_step = 1
+    trainer._generate_and_score_completions([{}] * 8)
+    assert len(loads) == 2 and rollouts.loaded_step == 1
+
+
+def test_lora_and_replay_are_refused_by_name(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    lora = SimpleNamespace(model=SimpleNamespace(peft_config={}))
+    with pytest.raises(NotImplementedError, match="LoRA"):
+        ServedRollouts(FakeChecks(tmp_path), 4, 0.7).attach(lora)
+    replaying = SimpleNamespace(model=object(), buffer=object())
+    with pytest.raises(NotImplementedError, match="replay"):
+        ServedRollouts(FakeChecks(tmp_path), 4, 0.7).attach(replaying)
+
+
+def test_one_server_for_checks_and_rollouts_with_the_logprob_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The train stage builds one served endpoint when the checks or the rollouts use a vLLM
+    server, with the log-probability mode only where rollouts need it; the compare flow's
+    shared server follows the same rule."""
+    from sparft.config import Params
+    from sparft.stages.train import served
+    from sparft.training.heldout import SERVER_ENV, SharedServer
+
+    monkeypatch.delenv(SERVER_ENV, raising=False)
+    monkeypatch.setattr("sparft.models.prepare_model", lambda name: name)
+
+    def params(rollouts: str, checks: str, every: int = 2) -> Params:
+        train = {"rollouts": rollouts, "checkpoint_dir": str(tmp_path / "c"),
+                 "heldout": {"every": every, "backend": checks}}  # fmt: skip
+        return Params.model_validate({"train": train})
+
+    assert served(params("hf", "hf"), "m") is None
+    assert served(params("hf", "vllm-server", every=0), "m") is None
+    checks_only = served(params("hf", "vllm-server"), "m")
+    assert checks_only is not None and "--logprobs-mode" not in checks_only.server_cfg.extra_args
+    both = served(params("vllm-server", "hf", every=0), "m")
+    assert both is not None and both.server_cfg.extra_args[-2:] == list(LOGPROBS_ARGS)
+    assert SharedServer.for_params(params("hf", "hf")) is None
+    shared = SharedServer.for_params(params("vllm-server", "hf", every=0))
+    assert shared is not None and shared.cfg.extra_args[-2:] == list(LOGPROBS_ARGS)
