@@ -15,7 +15,7 @@ import torch
 
 from sparft.generation.config import ServerConfig
 from sparft.training import TrainConfig
-from sparft.training.heldout import LOGPROBS_ARGS, rollout_server
+from sparft.training.heldout import LOGPROBS_ARGS, ServedChecks, rollout_server
 from sparft.training.rollouts import ServedRollouts
 
 URL = "http://127.0.0.1:1/v1"
@@ -32,6 +32,8 @@ class FakeChecks:
 
     def connect(self, policy: Any) -> str:
         return URL
+
+    load = ServedChecks.load  # the real write, load and claim (load_weights stubbed below)
 
 
 class PolicySampler:

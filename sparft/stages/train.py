@@ -167,15 +167,12 @@ def settings_fingerprint(params: Params, frame: pd.DataFrame, model_path: str) -
 def served(params: Params, model_path: str) -> ServedChecks | None:
     """The vLLM server the held-out checks and the rollouts share, when either uses one
     (started at first use, with the log-probabilities the rollouts' correction needs)."""
-    from sparft.training.heldout import WEIGHTS_DIR, ServedChecks, rollout_server
+    from sparft.training.heldout import WEIGHTS_DIR, ServedChecks, served_server
 
     cfg = params.train
-    checks = bool(cfg.heldout.every) and cfg.heldout.backend == "vllm-server"
-    if not checks and cfg.rollouts != "vllm-server":
+    server = served_server(cfg, params.generation.server)
+    if server is None:
         return None
-    server = params.generation.server
-    if cfg.rollouts == "vllm-server":
-        server = rollout_server(server)
     return ServedChecks(
         model_path,
         server,
@@ -273,10 +270,8 @@ def run(params: Params) -> dict[str, Any]:
             ).attach(trainer)
         resumed, note = train(trainer, cfg)
     finally:
-        if curve:
-            curve.close()  # its server, when training fails before on_train_end
         if server is not None:
-            server.close()
+            server.close()  # the checks' and rollouts' server, also when training fails
     if note:
         logging.getLogger(__name__).warning(note)
     seconds = perf_counter() - started

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from sparft.generation.config import ServerConfig
     from sparft.generation.server import VLLMServer
     from sparft.prompts import PromptConfig
+    from sparft.training.config import TrainConfig
 
 JOURNAL = "heldout.jsonl"
 SERVER_ENV = "SPARFT_HELDOUT_SERVER_URL"  # a shared server's /v1 URL (the compare flow's)
@@ -58,6 +59,16 @@ def rollout_server(server: ServerConfig) -> ServerConfig:
     if "--logprobs-mode" in server.extra_args:
         return server
     return server.model_copy(update={"extra_args": [*server.extra_args, *LOGPROBS_ARGS]})
+
+
+def served_server(train: TrainConfig, server: ServerConfig) -> ServerConfig | None:
+    """The server settings a run of ``train`` needs for its held-out checks and rollouts
+    (``server`` with the rollouts' log-probability mode where they use it), or None when
+    neither goes through a vLLM server."""
+    checks = bool(train.heldout.every) and train.heldout.backend == "vllm-server"
+    if train.rollouts == "vllm-server":
+        return rollout_server(server)
+    return server if checks else None
 
 
 def _server_file(url: str, suffix: str) -> Path:
@@ -164,16 +175,10 @@ class SharedServer:
         from sparft.training.config import policy_dtype
 
         train = params.train
-        cfg = train.heldout
-        checks = bool(cfg.every) and cfg.backend == "vllm-server"
-        if not (checks or train.rollouts == "vllm-server") or cfg.server_url:
-            return None
-        if os.environ.get(SERVER_ENV):
+        server = served_server(train, params.generation.server)
+        if server is None or train.heldout.server_url or os.environ.get(SERVER_ENV):
             return None
         model = prepare_model(train.model or params.generation.model)
-        server = params.generation.server
-        if train.rollouts == "vllm-server":
-            server = rollout_server(server)
         return cls(model, server, vllm_dtype(policy_dtype(train)))
 
     def url(self) -> str:
@@ -250,11 +255,20 @@ class ServedChecks:
             )
         return self.url
 
+    def load(self, policy: Any, url: str, token: str) -> float:
+        """``policy``'s weights into the server at ``url`` in place, recorded as ``token``'s
+        (``claim_weights``); call under ``server_lock``. Returns the server's load seconds."""
+        from sparft.generation.server import load_weights
+
+        write_weights(policy, self.weights_dir)
+        seconds = load_weights(url, self.weights_dir)
+        claim_weights(url, token)
+        return seconds
+
     def generate(
         self, policy: Any, prompts: Sequence[Prompt], max_new_tokens: int
     ) -> list[PromptResult]:
         from sparft.generation import GenerationConfig, VLLMServerBackend
-        from sparft.generation.server import load_weights
 
         if hasattr(policy, "peft_config"):
             raise NotImplementedError(
@@ -263,9 +277,8 @@ class ServedChecks:
             )
         url = self.connect(policy)
         with server_lock(url):
-            write_weights(policy, self.weights_dir)
-            self.load_seconds += load_weights(url, self.weights_dir)
-            claim_weights(url, f"checks {uuid.uuid4().hex}")  # rollouts reload after a check
+            # a token of its own: the rollouts reload after a check
+            self.load_seconds += self.load(policy, url, f"checks {uuid.uuid4().hex}")
             cfg = GenerationConfig(
                 backend="vllm-server",
                 model=self.model,

@@ -71,8 +71,8 @@ class ServedRollouts:
         trainer._last_loaded_step = -1
 
     def sync_weights(self) -> None:
-        """TRL's call at a new optimizer step: the next round loads the policy's weights."""
-        self.loaded_step = -1
+        """TRL's call at a new optimizer step. Nothing to do here: each round compares the
+        server's owner token with this step's and loads the weights where they differ."""
 
     def _token(self, step: int) -> str:
         """Names this run's weights at ``step``: the processes of one run share the weights
@@ -82,16 +82,13 @@ class ServedRollouts:
     def _load(self, trainer: Any, policy: Any, url: str) -> None:
         """The policy's weights into the server, unless this run's weights of this step are
         already there (held under ``server_lock``)."""
-        from sparft.generation.server import load_weights
-        from sparft.training.heldout import claim_weights, weights_owner, write_weights
+        from sparft.training.heldout import weights_owner
 
         step = trainer.state.global_step
         token = self._token(step)
         if weights_owner(url) != token:
             started = perf_counter()
-            write_weights(policy, self.checks.weights_dir)
-            load_weights(url, self.checks.weights_dir)
-            claim_weights(url, token)
+            self.checks.load(policy, url, token)
             spent = perf_counter() - started  # writing the file included
             self.load_seconds += spent
             trainer._metrics["train"]["time/weight_load_s"].append(spent)
