@@ -51,13 +51,17 @@ run: $(STAMP)
 compare: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/sparft compare-strategies
 
+# pytest-xdist workers; a file whose tests share a server or pipeline runs on one (conftest.py)
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS)
+
 # the vLLM environment too, so the tests that run a real vLLM server are not skipped
 test: $(STAMP) $(VLLM_STAMP)
-	$(BIN)/python -m pytest -v --durations=25
+	$(BIN)/python -m pytest $(XDIST) -v --durations=25
 
 # the quick loop: no real models, servers, vLLM or GPU
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not server and not vllm and not gpu"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not server and not vllm and not gpu"
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)

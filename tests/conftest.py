@@ -7,11 +7,6 @@ imports transformers.
 from __future__ import annotations
 
 import os
-
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-
 import shutil
 import sys
 import tempfile
@@ -20,7 +15,19 @@ from typing import Any
 
 import pytest
 
-from sparft.testing import build_tiny_lm
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Each pytest-xdist worker (and the processes it starts) takes its share of the cores: OpenMP
+# threads beyond the cores spin against each other and slow every worker down several times.
+# A test that sets a thread count uses WORKER_THREADS.
+WORKER_THREADS = max(
+    1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+)
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", str(WORKER_THREADS))
+
+from sparft.testing import build_tiny_lm  # noqa: E402  (after the settings above)
 
 _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="sparft-test-prefect-"))
 FAKE_VLLM = Path(__file__).parent / "scripts" / "fake_vllm_server.py"
@@ -66,6 +73,43 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 
 
+# Test files with a module-scoped fixture (a Prefect server, a vLLM server, a real-model
+# pipeline): under pytest-xdist each runs whole on one worker, so the fixture is built once.
+SHARED_FIXTURE_FILES = frozenset(
+    f"tests/{path.name}"
+    for path in Path(__file__).parent.glob("test_*.py")
+    if 'fixture(scope="module"' in path.read_text()
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist the slow tests are handed out first and the quick ones fill the
+    workers' gaps at the end (files of ``SHARED_FIXTURE_FILES`` keep their order: one unit)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(
+            key=lambda item: (
+                item.nodeid.split("::", 1)[0] in SHARED_FIXTURE_FILES
+                or item.get_closest_marker("slow") is None
+            )
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test`` runs pytest-xdist workers: a file of ``SHARED_FIXTURE_FILES`` is one unit
+    of work, every other test its own, handed to whichever worker is free. (xdist's
+    ``loadgroup`` would say this with marks, but its grouping does not reach pytest 9's node
+    ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in SHARED_FIXTURE_FILES else nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
@@ -95,11 +139,22 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This run's temporary folder that every pytest-xdist worker sees (the workers' own
+    folders are beside each other in it), for what the run builds once for all of them."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def sparft_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``$SPARFT_CACHE`` when set (conversions reused across runs), else a session tmp dir."""
+    """``$SPARFT_CACHE`` when set (conversions reused across runs), else one folder for all
+    of this run's workers (the conversion locks it: the first converts, the others wait)."""
     env = os.environ.get("SPARFT_CACHE")
-    return Path(env) if env else tmp_path_factory.mktemp("sparft-cache")
+    if env:
+        return Path(env)
+    (shared_tmp(tmp_path_factory) / "sparft-cache").mkdir(exist_ok=True)
+    return shared_tmp(tmp_path_factory) / "sparft-cache"
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import shared_tmp
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +40,34 @@ def _stage(root: Path, cache: Path, name: str, *overrides: str) -> None:
     assert done.returncode == 0, (name, done.stdout[-2000:], done.stderr[-3000:])
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, sparft_cache: Path):  # type: ignore[no-untyped-def]
-    root = tmp_path_factory.mktemp("methods")
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, sparft_cache: Path) -> Path:
+    """The project up to the trained stage's inputs, built once for the whole run: the first
+    pytest-xdist worker to get here builds it under a lock, the others wait and reuse it."""
+    from filelock import FileLock
+
+    root = shared_tmp(tmp_path_factory) / "methods-project"
+    with FileLock(f"{root}.lock"):
+        if not (root / ".built").exists():
+            _build(root, sparft_cache)
+            (root / ".built").touch()
+    return root
+
+
+@pytest.fixture
+def project(built: Path, sparft_cache: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the built project of this test's own: methods train side by side."""
+    root = tmp_path / "methods"
+    shutil.copytree(built, root)
+    return root, sparft_cache
+
+
+def _build(root: Path, cache: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)  # a build cut short
+    root.mkdir(parents=True)
     params = {
         "arithmetic": {"per_grade": 4, "grades": [1, 2, 3, 4]},
-        "generation": {"model": "smollm2-135m", "num_threads": 2},
+        "generation": {"model": "smollm2-135m"},
         "probe": {"k": 4, "max_new_tokens": 32},
         "cluster": {"k": 4},
         "select": {"budget": 12},
@@ -56,13 +80,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, sparft_
             "num_generations": BUDGET // 2,
             "max_completion_length": 32,
             "save_steps": 100,
-            "num_threads": 2,
         },
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("load", "embed", "reduce", "probe", "cluster", "select", "dots_predictor"):
-        _stage(root, sparft_cache, stage)
-    return root, sparft_cache
+        _stage(root, cache, stage)
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,11 @@
 ``rollout_func`` hook, the weights loaded once per optimizer step, and TRL's importance-sampling
 correction on the returned log-probabilities. Here the "server" samples from the tiny policy
 itself (same weights, same temperature), so the correction must come out near 1; the real vLLM
-server is tested in ``tests/test_vllm_rollouts.py``."""
+server is tested in ``tests/test_vllm_server.py``."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +19,21 @@ from sparft.training import TrainConfig
 from sparft.training.heldout import LOGPROBS_ARGS, ServedChecks, rollout_server
 from sparft.training.rollouts import ServedRollouts
 
-URL = "http://127.0.0.1:1/v1"
-
 
 class FakeChecks:
-    """What ``ServedRollouts`` uses of ``ServedChecks``: a URL, a weights folder, settings."""
+    """What ``ServedRollouts`` uses of ``ServedChecks``: a URL, a weights folder, settings.
+    The URL is its own: the record of whose weights a server holds is kept per URL, in the
+    machine's temporary folder, which tests running in parallel share."""
 
     def __init__(self, weights_dir: Path) -> None:
         self.model = "tiny"
         self.server_cfg = ServerConfig()
         self.weights_dir = weights_dir
         self.owned = None
+        self.url = f"http://127.0.0.1:1/{uuid.uuid4().hex}/v1"
 
     def connect(self, policy: Any) -> str:
-        return URL
+        return self.url
 
     load = ServedChecks.load  # the real write, load and claim (load_weights stubbed below)
 
@@ -39,10 +41,12 @@ class FakeChecks:
 class PolicySampler:
     """``httpx.post`` answering /v1/completions as vLLM does, from the live tiny policy."""
 
-    def __init__(self, trainer: Any, temperature: float) -> None:
+    def __init__(self, trainer: Any, temperature: float, shift: float = 0.0) -> None:
         self.trainer = trainer
         self.temperature = temperature
+        self.shift = shift  # added to every returned log-probability: a sampler a bit off
         self.bodies: list[dict[str, Any]] = []
+        self.logps: list[list[float]] = []
 
     def __call__(self, url: str, json: dict[str, Any], timeout: float) -> Any:
         self.bodies.append(json)
@@ -56,7 +60,9 @@ class PolicySampler:
             completion = out[0, ids.shape[1] :]
             logits = model(out).logits[0, ids.shape[1] - 1 : -1] / self.temperature
             logps = torch.log_softmax(logits.float(), -1).gather(1, completion[:, None])[:, 0]
-        choice = {"token_ids": completion.tolist(), "logprobs": {"token_logprobs": logps.tolist()}}
+        logps = (logps + self.shift).tolist()
+        self.logps.append(logps)
+        choice = {"token_ids": completion.tolist(), "logprobs": {"token_logprobs": logps}}
         return httpx_response(url, {"choices": [choice]})
 
 
@@ -74,8 +80,9 @@ def test_the_server_gets_the_logprob_mode_the_correction_needs() -> None:
     assert rollout_server(own) == own  # the user's own choice stays
 
 
+@pytest.mark.parametrize("lora", ["off", "on"])
 def test_rollouts_come_from_the_served_sampler_with_its_correction(
-    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lora: str
 ) -> None:
     import httpx
 
@@ -95,6 +102,7 @@ def test_rollouts_come_from_the_served_sampler_with_its_correction(
     cfg = TrainConfig(
         curriculum="uniform", prompts_per_step=2, num_generations=4, max_completion_length=6,
         beta=0.0, num_threads=1, checkpoint_dir=str(tmp_path / "c"), rollouts="vllm-server",
+        lora=lora,
     )  # fmt: skip
     curriculum = make_curriculum("uniform", frame, Params(train=cfg))
     trainer = build_trainer(cfg, str(tiny_lm_dir), frame, curriculum, PromptConfig())
@@ -102,8 +110,9 @@ def test_rollouts_come_from_the_served_sampler_with_its_correction(
     monkeypatch.setattr(serving, "load_weights", lambda url, path: loads.append(path) or 0.1)
     sampler = PolicySampler(trainer, cfg.temperature)
     monkeypatch.setattr(httpx, "post", sampler)
-    rollouts = ServedRollouts(FakeChecks(tmp_path / "w"), 6, cfg.temperature)
-    rollouts._model[URL] = "tiny"
+    checks = FakeChecks(tmp_path / "w")
+    rollouts = ServedRollouts(checks, 6, cfg.temperature)
+    rollouts._model[checks.url] = "tiny"
     rollouts.attach(trainer)
 
     trainer.model.train()
@@ -129,15 +138,101 @@ def test_rollouts_come_from_the_served_sampler_with_its_correction(
     assert len(loads) == 2 and rollouts.loaded_step == 1
 
 
-def test_lora_and_replay_are_refused_by_name(tmp_path: Path) -> None:
-    from types import SimpleNamespace
+def test_a_lora_policy_is_served_merged_and_left_as_it_was(tiny_lm_dir: Path) -> None:
+    """The server gets the base model's names with each adapted weight plus its adapters'
+    delta: what peft's own merge gives, while the policy itself stays unmerged."""
+    import copy
 
-    lora = SimpleNamespace(model=SimpleNamespace(peft_config={}))
-    with pytest.raises(NotImplementedError, match="LoRA"):
-        ServedRollouts(FakeChecks(tmp_path), 4, 0.7).attach(lora)
-    replaying = SimpleNamespace(model=object(), buffer=object())
-    with pytest.raises(NotImplementedError, match="replay"):
-        ServedRollouts(FakeChecks(tmp_path), 4, 0.7).attach(replaying)
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from sparft.training.heldout import served_state
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    names = set(base.state_dict())
+    policy = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear"))
+    for name, param in policy.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero: make the adapters change something
+            torch.nn.init.normal_(param, std=0.05)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    state = served_state(policy)
+    expected = copy.deepcopy(policy).merge_and_unload().state_dict()
+    assert set(state) == names == set(expected)
+    for name in names:
+        torch.testing.assert_close(state[name], expected[name], rtol=0, atol=1e-6)
+    q_proj = next(n for n in names if n.endswith("q_proj.weight"))
+    adapted = f"base_model.model.{q_proj}".replace("q_proj.weight", "q_proj.base_layer.weight")
+    assert not torch.equal(state[q_proj], before[adapted])  # the delta is in
+    after = policy.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_replay_keeps_the_samplers_logprobs_and_corrects_fresh_rows_only(
+    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``train.replay`` the buffer keeps the served sampler's log-probabilities as the
+    behaviour policy's; a step with replayed rows keeps TRL's ratio on its fresh rows and 1 on
+    the replayed ones (their weight pi_old / mu already corrects them)."""
+    import httpx
+    import numpy as np
+
+    from sparft.answers import completion_text
+    from sparft.config import Params
+    from sparft.curricula import make_curriculum
+    from sparft.generation import server as serving
+    from sparft.prompts import PromptConfig
+    from sparft.rewards import format_reward
+    from sparft.training import ReplayConfig
+    from sparft.training.setup import build_trainer
+
+    frame = pd.DataFrame({"id": [f"q{i}" for i in range(6)],
+                          "question": [f"What is {i} + 2?" for i in range(6)],
+                          "answer": [str(i + 2) for i in range(6)]})  # fmt: skip
+    cfg = TrainConfig(
+        curriculum="uniform", prompts_per_step=2, num_generations=4, max_completion_length=6,
+        beta=0.0, num_threads=1, checkpoint_dir=str(tmp_path / "c"), rollouts="vllm-server",
+        replay=ReplayConfig(enabled=True, sigma=0.5),
+    )  # fmt: skip
+
+    def parity_reward(completions: list[Any], **kwargs: Any) -> list[float]:
+        return [float(len(completion_text(c)) % 2) for c in completions]  # informative groups
+
+    trainer = build_trainer(
+        cfg, str(tiny_lm_dir), frame, make_curriculum("uniform", frame, Params(train=cfg)),
+        PromptConfig(), reward_funcs=[parity_reward, format_reward],
+    )  # fmt: skip
+    monkeypatch.setattr(serving, "load_weights", lambda url, path: 0.1)
+    sampler = PolicySampler(trainer, cfg.temperature, shift=-0.01)  # a sampler a bit off
+    monkeypatch.setattr(httpx, "post", sampler)
+    checks = FakeChecks(tmp_path / "w")
+    rollouts = ServedRollouts(checks, 6, cfg.temperature)
+    rollouts._model[checks.url] = "tiny"
+    rollouts.attach(trainer)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    torch.manual_seed(0)
+    trainer._generate_and_score_completions([{}] * 8)
+    stored = [g for g in trainer.buffer.groups if len(g) == 4]
+    assert stored, "no informative group to replay"
+
+    def served(row: np.ndarray) -> bool:
+        return any(len(lps) == len(row) and np.allclose(lps, row, atol=1e-5)
+                   for lps in sampler.logps)  # fmt: skip
+
+    assert all(served(b) for group in stored for b in group.behaviour_logps)
+    trainer.state.global_step = 1
+    trainer._draw_replay = lambda budget, procs: [(stored[0], np.arange(4))]
+    batch = trainer._generate_and_score_completions([{}] * 8)
+    mask = batch["completion_mask"].bool()
+    ratio = batch["importance_sampling_ratio"].expand_as(mask)
+    assert torch.equal(ratio[4:][mask[4:]], torch.ones(int(mask[4:].sum())))
+    # TRL's default mode weighs a row by the ratio of its sequence: exp(0.01 per token) here
+    assert trainer.vllm_importance_sampling_mode.startswith("sequence")
+    expected = torch.exp(0.01 * mask[:4].sum(1, keepdim=True)).expand_as(mask[:4])
+    assert torch.allclose(ratio[:4][mask[:4]], expected[mask[:4]], atol=1e-3)
+    assert batch["sampling_per_token_logps"].shape == mask.shape
+    assert torch.isfinite(trainer.compute_loss(trainer.model, batch))
+    assert trainer.curriculum.history[-1]["replay/rows"] == 4
 
 
 def test_one_server_for_checks_and_rollouts_with_the_logprob_mode(

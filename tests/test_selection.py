@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import SHARED_DATA as SHARED
-from conftest import needs_shared
+from conftest import WORKER_THREADS, needs_shared
 from scipy.spatial.distance import cdist, pdist
 
 from sparft.arithmetic import ArithmeticConfig
@@ -178,7 +178,7 @@ def test_phase_one_on_real_math_questions(tmp_path: Path, monkeypatch: pytest.Mo
                 "shared_dir": str(SHARED),
             },
             "probe": {"source": "label"},
-            "embed": {"num_threads": 2},
+            "embed": {"num_threads": WORKER_THREADS},
             "reduce": {"n_components": 16},
             "cluster": {"k": 8},
             "select": {"budget": 40},

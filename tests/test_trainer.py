@@ -523,6 +523,57 @@ def test_killed_train_stage_resumes_by_itself_and_its_runs_are_marked_killed(
 
 
 @pytest.mark.slow
+def test_a_dead_rollout_server_is_named_and_the_rerun_resumes_with_a_new_one(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    """``train.rollouts: vllm-server`` against a server that dies in step 3: the stage fails
+    naming the server, its exit code and its log; the rerun starts a new server and continues
+    from the step-2 checkpoint. A server that never answers /health fails within
+    ``startup_timeout_s``."""
+    from conftest import fake_vllm_python
+
+    root = _project(tmp_path / "p", tiny_lm_dir, rollouts="vllm-server", heldout={"every": 0})
+    requests = tmp_path / "requests.jsonl"
+    log = tmp_path / "server.log"
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["generation"]["server"] = {"log_file": str(log), "startup_timeout_s": 60}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**_env(), "SPARFT_VLLM_PYTHON": str(fake_vllm_python(tmp_path)),
+           "FAKE_VLLM_REQUESTS": str(requests)}  # fmt: skip
+    args = [str(BIN / "sparft"), "stage", "train"]
+    rows_per_step = 2 * 2
+    dying = {**env, "FAKE_VLLM_DIE_AFTER": str(2 * rows_per_step)}
+    done = subprocess.run(args, cwd=root, env=dying, capture_output=True, text=True)
+    assert done.returncode != 0
+    said = done.stdout + done.stderr
+    assert "training rollouts: the vLLM server sparft started at" in said, said[-3000:]
+    assert "exited with code 17" in said and "fake engine died" in said
+    assert latest_checkpoint(root / "data/checkpoints/train") is not None
+
+    again = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((root / "data/train/metrics.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["steps"] == 4
+    assert log.read_text().count("fake vllm started") == 2
+    sent = [json.loads(line) for line in requests.read_text().splitlines()]
+    completions = [r for r in sent if "endpoint" not in r]
+    assert len(completions) == 4 * rows_per_step  # steps 1-2, then 3-4 on the new server
+    assert all(r["return_token_ids"] and r["logprobs"] == 0 for r in completions)
+
+    never = {**env, "FAKE_VLLM_NEVER_READY": "1"}
+    params["generation"]["server"]["startup_timeout_s"] = 3
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    stuck = subprocess.run(
+        [*args, "--set", "train.resume=never"], cwd=root, env=never, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert stuck.returncode != 0
+    assert "was not ready after 3 s (generation.server.startup_timeout_s)" in (
+        stuck.stdout + stuck.stderr
+    )
+
+
+@pytest.mark.slow
 def test_lora_training_saves_an_adapter_and_a_failed_stage_is_marked(
     tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

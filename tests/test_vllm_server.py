@@ -17,6 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
+from conftest import WORKER_THREADS
 
 from sparft.generation.config import PYTHON_ENV, ServerConfig
 from sparft.generation.server import ServerStartError, vllm_python
@@ -43,7 +44,11 @@ def _project(root: Path, smollm2_dir: Path, backend: str) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["arithmetic"].update(per_grade=8)  # 32 questions over grades 1-4
     params["generation"].update(
-        backend=backend, model=str(smollm2_dir), dtype="float32", batch_size=16, num_threads=2
+        backend=backend,
+        model=str(smollm2_dir),
+        dtype="float32",
+        batch_size=16,
+        num_threads=WORKER_THREADS,
     )
     # eager: the server is up in ~35 s here instead of ~2.5 min of graph compilation
     params["generation"]["server"] = {"extra_args": ["--enforce-eager"], "max_model_len": 1024}
@@ -61,7 +66,7 @@ def _env() -> dict[str, str]:
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         PYTHON_ENV: str(VLLM_PYTHON),
-        "OMP_NUM_THREADS": "2",
+        "OMP_NUM_THREADS": str(WORKER_THREADS),
     }
 
 
@@ -241,7 +246,7 @@ def test_training_rollouts_follow_the_live_weights(tmp_path: Path, smollm2_dir: 
     )
     cfg = TrainConfig(
         curriculum="uniform", prompts_per_step=4, num_generations=4, max_completion_length=32,
-        beta=0.0, precision="fp32", num_threads=2, checkpoint_dir=str(tmp_path / "c"),
+        beta=0.0, precision="fp32", num_threads=WORKER_THREADS, checkpoint_dir=str(tmp_path / "c"),
         rollouts="vllm-server",
     )  # fmt: skip
     server = rollout_server(

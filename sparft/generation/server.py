@@ -51,7 +51,7 @@ NO_BF16_NOTE = (
     "this CPU has no native bf16 (neither AVX512-BF16 nor AMX), where vLLM's CPU build runs a "
     "bf16 model several times slower than float32: generation.dtype 'auto' serves float32"
 )
-RUNNING: dict[str, VLLMServer] = {}  # /v1 URL -> the server ``serving`` started there
+RUNNING: dict[str, VLLMServer] = {}  # /v1 URL -> a server sparft started and has not stopped
 UNSEEDED_NOTE = (
     "the vLLM server runs vLLM's CPU build, whose engine dies on per-request seeds: none are "
     "sent, so sampling through it is not seeded and reruns draw other samples"
@@ -214,6 +214,7 @@ class VLLMServer:
             self.stop()
             raise
         self.url = f"{self.base}/v1"
+        RUNNING[self.url] = self
         return self.url
 
     def _wait_ready(self, base: str, progress: bool) -> None:
@@ -241,6 +242,8 @@ class VLLMServer:
 
     def stop(self, grace_s: float = 30.0) -> None:
         """SIGTERM to the server's process group, SIGKILL after ``grace_s``."""
+        if RUNNING.get(self.url) is self:
+            del RUNNING[self.url]
         if self.process is None or self.process.poll() is not None:
             return
         try:
@@ -278,7 +281,7 @@ def load_weights(url: str, weights_path: Path, timeout_s: float = 600.0) -> floa
         try:
             response = httpx.post(f"{base}{path}", json=body, timeout=timeout_s)
         except httpx.HTTPError as exc:
-            raise WeightLoadError(f"{base}{path}: {exc}") from exc
+            raise WeightLoadError(death_notice(base) or f"{base}{path}: {exc}") from exc
         if response.status_code == 404:
             raise WeightLoadError(
                 f"{base}{path} answered 404: the vLLM server was not started with "
@@ -364,17 +367,16 @@ def serving(cfg: GenerationConfig, progress: bool = True) -> Iterator[Generation
             from rich.console import Console
 
             Console(stderr=True).print(f"note: {UNSEEDED_NOTE}", highlight=False)
-    RUNNING[url] = server
     try:
         yield cfg.model_copy(update=update)
     finally:
-        RUNNING.pop(url, None)
         server.stop()
 
 
 def death_notice(url: str) -> str | None:
-    """If ``url`` is a server ``serving`` started and it has exited: what to tell the user."""
-    server = RUNNING.get(url.rstrip("/"))
+    """If ``url`` (a server's root or its ``/v1`` URL) is a server sparft started and it has
+    exited: what to tell the user."""
+    server = RUNNING.get(url.rstrip("/").removesuffix("/v1") + "/v1")
     if server is None or server.process is None:
         return None
     # a dropped connection can reach the client before the dying server has been reaped

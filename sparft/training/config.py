@@ -32,7 +32,7 @@ class HeldoutConfig(BaseModel):
         "hf",
         description="hf: transformers' generate on the live policy, in the training process. "
         "vllm-server: the policy's weights are loaded into a vLLM server before each check "
-        "(full fine-tuning only; 2x faster on this project's AMX CPU, benchmarks/heldout.py).",
+        "(LoRA merged; 2x faster on this project's AMX CPU, benchmarks/heldout.py).",
     )
     server_url: str | None = Field(
         None,
@@ -88,8 +88,8 @@ class TrainConfig(BaseModel):
         description="Where training rollouts are sampled. hf: transformers' generate in the "
         "training process. vllm-server: a vLLM server (make vllm-env; the held-out checks' "
         "server when they use one) with the policy's weights loaded in place at each new "
-        "step, and TRL's importance-sampling correction on its log-probabilities (full "
-        "fine-tuning, no replay).",
+        "step (LoRA merged), and TRL's importance-sampling correction on its "
+        "log-probabilities.",
     )
     heldout: HeldoutConfig = Field(
         default_factory=HeldoutConfig,

@@ -111,14 +111,15 @@ def vllm_dtype(dtype: Any) -> str:
 def write_weights(policy: Any, folder: Path) -> Path:
     """``policy``'s weights as the one safetensors file a vLLM server loads, written atomically.
     Tied tensors (an output head sharing the input embedding) are written apart: vLLM's in-place
-    reload skips a tied head, so the served copy is untied (``serving_folder``) and gets both."""
+    reload skips a tied head, so the served copy is untied (``serving_folder``) and gets both.
+    A LoRA policy is written merged (``served_state``)."""
     from safetensors.torch import save_file
 
     from sparft.io import atomic_path
 
     state: dict[str, Any] = {}
     seen: set[int] = set()
-    for name, tensor in policy.state_dict().items():
+    for name, tensor in served_state(policy).items():
         tensor = tensor.detach()
         ptr = tensor.data_ptr()
         state[name] = tensor.clone() if ptr in seen else tensor.contiguous()
@@ -126,6 +127,34 @@ def write_weights(policy: Any, folder: Path) -> Path:
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     return folder / WEIGHTS_FILE
+
+
+def served_state(policy: Any) -> dict[str, Any]:
+    """The state dict the base model's server loads: ``policy``'s own, or for a LoRA policy
+    (peft) each adapted weight plus its adapters' delta, under the base model's names: the
+    merge TRL does before it syncs a LoRA policy into vLLM, computed beside the weights, so
+    the policy is never merged and unmerged in place (no rounding drift)."""
+    if not hasattr(policy, "peft_config"):
+        return dict(policy.state_dict())
+    from peft.tuners.lora import LoraLayer
+
+    deltas: dict[str, Any] = {}
+    for name, module in policy.named_modules():
+        if isinstance(module, LoraLayer) and not module.merged:
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    key = f"{name}.base_layer.weight"
+                    delta = module.get_delta_weight(adapter)  # type: ignore[attr-defined]
+                    deltas[key] = deltas.get(key, 0) + delta
+    merged = {}
+    for name, tensor in policy.state_dict().items():
+        if "lora_" in name:
+            continue  # in the deltas; sparft's LoRA trains no other module (modules_to_save)
+        weight = tensor.detach()
+        if name in deltas:
+            weight = weight + deltas[name].to(weight.dtype)
+        merged[name.removeprefix("base_model.model.").replace(".base_layer", "")] = weight
+    return merged
 
 
 def serving_folder(model_dir: str, folder: Path, policy: Any) -> Path:
@@ -270,11 +299,6 @@ class ServedChecks:
     ) -> list[PromptResult]:
         from sparft.generation import GenerationConfig, VLLMServerBackend
 
-        if hasattr(policy, "peft_config"):
-            raise NotImplementedError(
-                "train.heldout.backend 'vllm-server' loads full weights into the server; with "
-                "LoRA (train.lora) it is not done yet: use train.heldout.backend 'hf'"
-            )
         url = self.connect(policy)
         with server_lock(url):
             # a token of its own: the rollouts reload after a check

@@ -54,16 +54,6 @@ class ServedRollouts:
         """Make ``trainer`` call this for its rollouts and correct for the sampler: TRL applies
         its importance-sampling correction only under ``use_vllm``, and calls
         ``vllm_generation.sync_weights`` before a rollout at a new step."""
-        if hasattr(trainer.model, "peft_config"):
-            raise NotImplementedError(
-                "train.rollouts 'vllm-server' loads full weights into the server; with LoRA "
-                "(train.lora) it is not done yet: use train.rollouts 'hf'"
-            )
-        if getattr(trainer, "buffer", None) is not None:
-            raise NotImplementedError(
-                "train.rollouts 'vllm-server' with train.replay: not done (replayed rows carry "
-                "no sampling log-probabilities)"
-            )
         trainer.rollout_func = self
         trainer.use_vllm = True
         trainer.vllm_importance_sampling_correction = True
@@ -164,10 +154,8 @@ class ServedRollouts:
         try:
             response = httpx.post(endpoint, json=body, timeout=timeout)
         except httpx.HTTPError as exc:
-            notice = death_notice(url.rstrip("/").removesuffix("/v1"))
-            raise ServerError(
-                notice or f"training rollouts: the vLLM server at {endpoint} failed: {exc}"
-            ) from exc
+            notice = death_notice(url) or f"the vLLM server at {endpoint} failed: {exc}"
+            raise ServerError(f"training rollouts: {notice}") from exc
         if response.status_code >= 400:
             raise ServerResponseError(
                 f"training rollouts: {endpoint} answered HTTP {response.status_code}: "

@@ -358,8 +358,10 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     def _stored_groups(
         self, output: dict[str, Any], plan: Sequence[Any], gathered: torch.Tensor
     ) -> list[StoredGroup]:
-        """This step's fresh groups as the buffer keeps them, from every process's rows."""
-        behaviour = output.get("old_per_token_logps")
+        """This step's fresh groups as the buffer keeps them, from every process's rows. The
+        behaviour policy's log-probabilities are the sampler's: a vLLM server's when it sampled
+        (``train.rollouts: vllm-server``), else the trainer's at generation time."""
+        behaviour = output.get("sampling_per_token_logps", output.get("old_per_token_logps"))
         if behaviour is None:
             behaviour = self._logps(
                 output["prompt_ids"], output["prompt_mask"],
@@ -408,10 +410,12 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         start: int,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The fresh batch with this process's share of the replayed rows appended; advantages
-        become per-token ``A * pi_old / mu`` (1 for fresh rows). The step's fresh groups then
-        enter the buffer (after the draw, so a group is never replayed in its own step)."""
+        become per-token ``A * pi_old / mu`` (1 for fresh rows). Under a served sampler the
+        fresh rows keep TRL's importance-sampling ratio and replayed rows get 1: their weight
+        already divides by the sampler's probability. The step's fresh groups then enter the
+        buffer (after the draw, so a group is never replayed in its own step)."""
         assert self.buffer is not None
-        unsupported = {"pixel_values", "tool_mask", "importance_sampling_ratio"} & set(output)
+        unsupported = {"pixel_values", "tool_mask"} & set(output)
         if unsupported:
             raise NotImplementedError(f"train.replay with {sorted(unsupported)}: not done")
         stored = self._stored_groups(output, plan, gathered)
@@ -479,6 +483,19 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         if "old_per_token_logps" in output:
             merged["old_per_token_logps"] = torch.cat(
                 [widen(output["old_per_token_logps"], 0.0, "right", width_c), pi_old]
+            )
+        if "importance_sampling_ratio" in output:
+            ratio = output["importance_sampling_ratio"]
+            if self.vllm_importance_sampling_mode.startswith("sequence"):  # one per row
+                merged["importance_sampling_ratio"] = torch.cat(
+                    [ratio, ratio.new_ones(len(mine), 1)]
+                )
+            else:
+                merged["importance_sampling_ratio"] = torch.cat(
+                    [widen(ratio, 1.0, "right", width_c), torch.ones_like(mu)]
+                )
+            merged["sampling_per_token_logps"] = torch.cat(
+                [widen(output["sampling_per_token_logps"], 0.0, "right", width_c), mu]
             )
         if "ref_per_token_logps" in output:
             stored_ref = [torch.as_tensor((g.ref_logps or [])[r]).float() for g, r in mine]

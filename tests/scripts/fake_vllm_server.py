@@ -1,8 +1,9 @@
 """A stand-in for ``vllm.entrypoints.openai.api_server``: same arguments, the endpoints the
-server backend uses, every request body appended to $FAKE_VLLM_REQUESTS, and a death on cue
-($FAKE_VLLM_DIE_AFTER completions) to test what a run does when its server dies. In dev mode
+server backend and the training rollouts (``/v1/completions`` with token ids) use, every
+request body appended to $FAKE_VLLM_REQUESTS, and a death on cue ($FAKE_VLLM_DIE_AFTER
+completions) to test what a run does when its server dies. In dev mode
 (VLLM_SERVER_DEV_MODE=1) it also takes ``reload_weights`` and ``reset_prefix_cache``, logging
-whether the weights it was pointed at exist."""
+whether the weights it was pointed at exist. $FAKE_VLLM_NEVER_READY: /health never answers 200."""
 
 from __future__ import annotations
 
@@ -50,7 +51,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/health":
-            self._send({})
+            if os.environ.get("FAKE_VLLM_NEVER_READY"):
+                self.send_error(503)
+            else:
+                self._send({})
         elif self.path == "/v1/models":
             self._send({"data": [{"id": args.model}]})
         else:
@@ -71,6 +75,11 @@ class Handler(BaseHTTPRequestHandler):
             with open(LOG, "a") as out:
                 out.write(json.dumps(body) + "\n")
         text = "The answer is \\boxed{4}."
+        if self.path == "/v1/completions":  # the training rollouts: token ids in and out
+            ids = list(range(10, 10 + min(3, body["max_tokens"])))
+            choice = {"token_ids": ids, "logprobs": {"token_logprobs": [-1.0] * len(ids)}}
+            self._send({"choices": [{**choice, "text": "", "finish_reason": "length"}]})
+            return
         self._send(
             {
                 "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
