@@ -21,9 +21,9 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 # Each pytest-xdist worker (and the processes it starts) takes its share of the cores: OpenMP
 # threads beyond the cores spin against each other and slow every worker down several times.
 # A test that sets a thread count uses WORKER_THREADS.
-WORKER_THREADS = max(
-    1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-)
+# The cores this process may run on (a container's share, not the host's count where known).
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+WORKER_THREADS = max(1, _CORES // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", str(WORKER_THREADS))
 
