@@ -66,6 +66,30 @@ class PolicySampler:
         return httpx_response(url, {"choices": [choice]})
 
 
+def served_by_itself(
+    trainer: Any,
+    cfg: TrainConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    shift: float = 0.0,
+) -> tuple[PolicySampler, ServedRollouts, list[Path]]:
+    """``trainer``'s rollouts through ``ServedRollouts`` on a stand-in server that samples from
+    the trainer's own policy; returns the sampler, the rollouts and the weight loads asked for."""
+    import httpx
+
+    from sparft.generation import server as serving
+
+    loads: list[Path] = []
+    monkeypatch.setattr(serving, "load_weights", lambda url, path: loads.append(path) or 0.1)
+    sampler = PolicySampler(trainer, cfg.temperature, shift)
+    monkeypatch.setattr(httpx, "post", sampler)
+    checks = FakeChecks(tmp_path / "w")
+    rollouts = ServedRollouts(checks, cfg.max_completion_length, cfg.temperature)
+    rollouts._model[checks.url] = "tiny"
+    rollouts.attach(trainer)
+    return sampler, rollouts, loads
+
+
 def httpx_response(url: str, payload: dict[str, Any]) -> Any:
     import httpx
 
@@ -84,11 +108,9 @@ def test_the_server_gets_the_logprob_mode_the_correction_needs() -> None:
 def test_rollouts_come_from_the_served_sampler_with_its_correction(
     tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lora: str
 ) -> None:
-    import httpx
 
     from sparft.config import Params
     from sparft.curricula import make_curriculum
-    from sparft.generation import server as serving
     from sparft.prompts import PromptConfig
     from sparft.training.setup import build_trainer
 
@@ -106,14 +128,7 @@ def test_rollouts_come_from_the_served_sampler_with_its_correction(
     )  # fmt: skip
     curriculum = make_curriculum("uniform", frame, Params(train=cfg))
     trainer = build_trainer(cfg, str(tiny_lm_dir), frame, curriculum, PromptConfig())
-    loads: list[Path] = []
-    monkeypatch.setattr(serving, "load_weights", lambda url, path: loads.append(path) or 0.1)
-    sampler = PolicySampler(trainer, cfg.temperature)
-    monkeypatch.setattr(httpx, "post", sampler)
-    checks = FakeChecks(tmp_path / "w")
-    rollouts = ServedRollouts(checks, 6, cfg.temperature)
-    rollouts._model[checks.url] = "tiny"
-    rollouts.attach(trainer)
+    sampler, rollouts, loads = served_by_itself(trainer, cfg, monkeypatch, tmp_path)
 
     trainer.model.train()
     out = trainer._generate_and_score_completions([{}] * 8)
@@ -173,13 +188,11 @@ def test_replay_keeps_the_samplers_logprobs_and_corrects_fresh_rows_only(
     """With ``train.replay`` the buffer keeps the served sampler's log-probabilities as the
     behaviour policy's; a step with replayed rows keeps TRL's ratio on its fresh rows and 1 on
     the replayed ones (their weight pi_old / mu already corrects them)."""
-    import httpx
     import numpy as np
 
     from sparft.answers import completion_text
     from sparft.config import Params
     from sparft.curricula import make_curriculum
-    from sparft.generation import server as serving
     from sparft.prompts import PromptConfig
     from sparft.rewards import format_reward
     from sparft.training import ReplayConfig
@@ -201,13 +214,7 @@ def test_replay_keeps_the_samplers_logprobs_and_corrects_fresh_rows_only(
         cfg, str(tiny_lm_dir), frame, make_curriculum("uniform", frame, Params(train=cfg)),
         PromptConfig(), reward_funcs=[parity_reward, format_reward],
     )  # fmt: skip
-    monkeypatch.setattr(serving, "load_weights", lambda url, path: 0.1)
-    sampler = PolicySampler(trainer, cfg.temperature, shift=-0.01)  # a sampler a bit off
-    monkeypatch.setattr(httpx, "post", sampler)
-    checks = FakeChecks(tmp_path / "w")
-    rollouts = ServedRollouts(checks, 6, cfg.temperature)
-    rollouts._model[checks.url] = "tiny"
-    rollouts.attach(trainer)
+    sampler = served_by_itself(trainer, cfg, monkeypatch, tmp_path, shift=-0.01)[0]  # a bit off
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     torch.manual_seed(0)
