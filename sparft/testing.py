@@ -210,3 +210,40 @@ def supervised_steps(model: Any, tokenizer: Any, questions: Any, steps: int, lr:
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
+
+
+def sum_questions(count: int, plus: int) -> Any:
+    """``count`` questions "What is i + plus?" with their answers, as a training frame."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(count)],
+            "question": [f"What is {i} + {plus}?" for i in range(count)],
+            "answer": [str(i + plus) for i in range(count)],
+        }
+    )
+
+
+def parity_reward(completions: list[Any], **kwargs: Any) -> list[float]:
+    """1 for a completion of odd length: a reward the untrained tiny model earns in some rows
+    of a group and not others, so its groups carry a gradient (correctness never would)."""
+    from sparft.answers import completion_text
+
+    return [float(len(completion_text(c)) % 2) for c in completions]
+
+
+def tiny_trainer(cfg: Any, model_dir: Path, frame: Any, informative: bool = False) -> Any:
+    """The curriculum trainer on ``frame`` with ``cfg``'s curriculum; ``informative`` rewards
+    ``parity_reward`` (and format) in place of correctness."""
+    from sparft.config import Params
+    from sparft.curricula import make_curriculum
+    from sparft.prompts import PromptConfig
+    from sparft.rewards import format_reward
+    from sparft.training.setup import build_trainer
+
+    curriculum = make_curriculum(cfg.curriculum, frame, Params(train=cfg))
+    rewards = [parity_reward, format_reward] if informative else None
+    return build_trainer(
+        cfg, str(model_dir), frame, curriculum, PromptConfig(), reward_funcs=rewards
+    )

@@ -153,8 +153,9 @@ def sparft_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = os.environ.get("SPARFT_CACHE")
     if env:
         return Path(env)
-    (shared_tmp(tmp_path_factory) / "sparft-cache").mkdir(exist_ok=True)
-    return shared_tmp(tmp_path_factory) / "sparft-cache"
+    cache = shared_tmp(tmp_path_factory) / "sparft-cache"
+    cache.mkdir(exist_ok=True)
+    return cache
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -66,33 +65,14 @@ def test_buffer_state_round_trips(tmp_path: Path) -> None:
 
 
 def _trainer(tiny_lm_dir: Path, tmp_path: Path, replay: ReplayConfig) -> Any:
-    from sparft.answers import completion_text
-    from sparft.config import Params
-    from sparft.curricula import make_curriculum
-    from sparft.prompts import PromptConfig
-    from sparft.rewards import format_reward
+    from sparft.testing import sum_questions, tiny_trainer
     from sparft.training import TrainConfig
-    from sparft.training.setup import build_trainer
 
-    def parity_reward(completions: list[Any], **kwargs: Any) -> list[float]:
-        return [float(len(completion_text(c)) % 2) for c in completions]
-
-    frame = pd.DataFrame(
-        {
-            "id": [f"q{i}" for i in range(6)],
-            "question": [f"What is {i} + 2?" for i in range(6)],
-            "answer": [str(i + 2) for i in range(6)],
-        }
-    )
     cfg = TrainConfig(
         curriculum="uniform", prompts_per_step=2, num_generations=4, max_completion_length=6,
         beta=0.0, num_threads=1, checkpoint_dir=str(tmp_path / "c"), replay=replay,
     )  # fmt: skip
-    curriculum = make_curriculum("uniform", frame, Params(train=cfg))
-    trainer = build_trainer(
-        cfg, str(tiny_lm_dir), frame, curriculum, PromptConfig(),
-        reward_funcs=[parity_reward, format_reward],
-    )  # fmt: skip
+    trainer = tiny_trainer(cfg, tiny_lm_dir, sum_questions(6, plus=2), informative=True)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop in a real run
     return trainer

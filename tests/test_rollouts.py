@@ -10,11 +10,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import torch
 
 from sparft.generation.config import ServerConfig
+from sparft.testing import sum_questions, tiny_trainer
 from sparft.training import TrainConfig
 from sparft.training.heldout import LOGPROBS_ARGS, ServedChecks, rollout_server
 from sparft.training.rollouts import ServedRollouts
@@ -108,26 +108,12 @@ def test_the_server_gets_the_logprob_mode_the_correction_needs() -> None:
 def test_rollouts_come_from_the_served_sampler_with_its_correction(
     tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lora: str
 ) -> None:
-
-    from sparft.config import Params
-    from sparft.curricula import make_curriculum
-    from sparft.prompts import PromptConfig
-    from sparft.training.setup import build_trainer
-
-    frame = pd.DataFrame(
-        {
-            "id": [f"q{i}" for i in range(4)],
-            "question": [f"What is {i} + 1?" for i in range(4)],
-            "answer": [str(i + 1) for i in range(4)],
-        }
-    )
     cfg = TrainConfig(
         curriculum="uniform", prompts_per_step=2, num_generations=4, max_completion_length=6,
         beta=0.0, num_threads=1, checkpoint_dir=str(tmp_path / "c"), rollouts="vllm-server",
         lora=lora,
     )  # fmt: skip
-    curriculum = make_curriculum("uniform", frame, Params(train=cfg))
-    trainer = build_trainer(cfg, str(tiny_lm_dir), frame, curriculum, PromptConfig())
+    trainer = tiny_trainer(cfg, tiny_lm_dir, sum_questions(4, plus=1))
     sampler, rollouts, loads = served_by_itself(trainer, cfg, monkeypatch, tmp_path)
 
     trainer.model.train()
@@ -190,30 +176,14 @@ def test_replay_keeps_the_samplers_logprobs_and_corrects_fresh_rows_only(
     the replayed ones (their weight pi_old / mu already corrects them)."""
     import numpy as np
 
-    from sparft.answers import completion_text
-    from sparft.config import Params
-    from sparft.curricula import make_curriculum
-    from sparft.prompts import PromptConfig
-    from sparft.rewards import format_reward
     from sparft.training import ReplayConfig
-    from sparft.training.setup import build_trainer
 
-    frame = pd.DataFrame({"id": [f"q{i}" for i in range(6)],
-                          "question": [f"What is {i} + 2?" for i in range(6)],
-                          "answer": [str(i + 2) for i in range(6)]})  # fmt: skip
     cfg = TrainConfig(
         curriculum="uniform", prompts_per_step=2, num_generations=4, max_completion_length=6,
         beta=0.0, num_threads=1, checkpoint_dir=str(tmp_path / "c"), rollouts="vllm-server",
         replay=ReplayConfig(enabled=True, sigma=0.5),
     )  # fmt: skip
-
-    def parity_reward(completions: list[Any], **kwargs: Any) -> list[float]:
-        return [float(len(completion_text(c)) % 2) for c in completions]  # informative groups
-
-    trainer = build_trainer(
-        cfg, str(tiny_lm_dir), frame, make_curriculum("uniform", frame, Params(train=cfg)),
-        PromptConfig(), reward_funcs=[parity_reward, format_reward],
-    )  # fmt: skip
+    trainer = tiny_trainer(cfg, tiny_lm_dir, sum_questions(6, plus=2), informative=True)
     sampler = served_by_itself(trainer, cfg, monkeypatch, tmp_path, shift=-0.01)[0]  # a bit off
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
