@@ -144,6 +144,7 @@ def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "mde": None if not vs or vs["mde"] is None else round(vs["mde"], 4),
                 "steps_to_uniform_final": reached.get("step"),
                 "rollouts_to_uniform_final": reached.get("rollouts"),
+                "train_s_to_uniform_final": reached.get("train_seconds"),
                 "rollouts": round(final["rollouts"]),
                 "train_s": round(final["train_seconds"], 1),
                 "effective_prompt_ratio": round(entry["effective_prompt_ratio"]["mean"], 3),

@@ -53,6 +53,7 @@ from sparft.stages import STAGES
 from sparft.stages.evaluate import METRICS as EVAL_METRICS
 from sparft.stages.stage import lookup
 from sparft.tracking import log_headline, run_stage, tracked_run
+from sparft.training.checkpoints import CHECKPOINT_PREFIX
 from sparft.training.heldout import SERVER_ENV, SharedServer
 
 DEFAULT_GRID: dict[str, list[Any]] = {"train.curriculum": ["sparft", "uniform"], "train.seed": [0]}
@@ -121,6 +122,17 @@ def variant_key(
     return f"sparft-compare-{hashlib.sha256(blob).hexdigest()[:40]}"
 
 
+def remove_checkpoints(folder: Path) -> int:
+    """Delete every ``checkpoint-*`` folder under ``folder``, leaving other files (the held-out
+    curve's journal); the bytes freed. A finished, cached variant never resumes from them."""
+    freed = 0
+    for checkpoint in folder.glob(f"{CHECKPOINT_PREFIX}*"):
+        if checkpoint.is_dir():
+            freed += sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
+            shutil.rmtree(checkpoint)
+    return freed
+
+
 def _run_variant(
     label: str,
     config: dict[str, Any],
@@ -134,7 +146,9 @@ def _run_variant(
     cache_key: str,
 ) -> dict[str, Any]:
     """Link the inputs into the working copy, run the stages there in a child process, and
-    return its evaluation metrics and what it wrote."""
+    return its evaluation metrics and what it wrote. A variant that trained has its checkpoints
+    removed once it succeeds: they serve only to resume it, and at SmolLM2's size each holds
+    1.5 GB (the first 6-seed comparison filled the disk with them)."""
     here = Path(workdir)
     here.mkdir(parents=True, exist_ok=True)
     for rel in inputs:
@@ -168,6 +182,10 @@ def _run_variant(
     result["metrics"] = json.loads(metrics.read_text()) if metrics.is_file() else {}
     result["outputs"] = output_digests(here, outs)
     result["cache_key"] = cache_key
+    if "train" in stages:  # finished and cached: its checkpoints could only resume it
+        result["checkpoint_bytes_freed"] = remove_checkpoints(
+            here / config["train"]["checkpoint_dir"]
+        )
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -730,9 +731,21 @@ def analyse(
             "correctness was saved): the intervals leave the question set's sampling error out",
             highlight=False,
         )
+    console.print(_preflight_line(result["preflight"]), highlight=False)
+    for line in (result["preflight"] or {}).get("warnings", []):
+        console.print(f"  {line}", highlight=False)
     if json_out is not None:
         write_json(result, json_out)
         console.print(f"wrote {json_out}")
+
+
+def _preflight_line(preflight: dict[str, Any] | None) -> str:
+    """How the preflight checks a report saved came out, in one line."""
+    if preflight is None:
+        return "preflight: not in this report (written before the checks were kept)"
+    statuses = Counter(check.get("status") for check in preflight.get("checks", []))
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    return f"preflight: {len(preflight.get('warnings', []))} warning(s) ({counts or 'no checks'})"
 
 
 @app.command()
@@ -879,8 +892,8 @@ def compare_strategies(
     )
     columns = (
         "strategy", "accuracy", "interval", "gain", "gain interval", "vs uniform",
-        "vs uniform interval", "p", "verdict", "MDE", "steps to uniform", "rollouts", "train s",
-        "effective prompts",
+        "vs uniform interval", "p", "verdict", "MDE", "steps to uniform", "train s to uniform",
+        "rollouts", "train s", "effective prompts",
     )  # fmt: skip
     for name in columns:
         table.add_column(name, justify="left" if name == "strategy" else "right")
@@ -891,6 +904,7 @@ def compare_strategies(
             "" if row["vs_uniform"] is None else f"{row['vs_uniform']:+.3f}",
             row["vs_uniform_ci"] or "", _cell(row["p_value"], ".3f"), row["verdict"] or "",
             _cell(row["mde"], ".3f"), _or_never(row["steps_to_uniform_final"]),
+            _cell(row.get("train_s_to_uniform_final"), ".0f") or "never",
             str(row["rollouts"]), f"{row['train_s']:.0f}", f"{row['effective_prompt_ratio']:.2f}",
         )  # fmt: skip
     console.print(table)

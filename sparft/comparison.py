@@ -367,10 +367,12 @@ def summarise(
             steps = [p["step"] for p in entry["curve"]]
             means = [p["mean"] for p in entry["curve"]]
             hit = reach(steps, means, base_final["mean"])
+            reached = next((p for p in entry["curve"] if p["step"] == hit), None)
             entry["reach_uniform_final"] = {
                 "target": base_final["mean"],
                 "step": hit,
-                "rollouts": next((p["rollouts"] for p in entry["curve"] if p["step"] == hit), None),
+                "rollouts": None if reached is None else reached["rollouts"],
+                "train_seconds": None if reached is None else reached["train_seconds"],
             }
     return out, tests["pairs"]
 
@@ -387,7 +389,8 @@ def analyse_report(
     check and ``vs_uniform`` (the test against ``baseline``), and each named pair. Reports
     written before question-level correctness was kept (no ``correct`` in their checks) are
     tested on per-seed accuracies alone, which leaves the question set's sampling error out
-    (said in ``question_level``)."""
+    (said in ``question_level``). The report's preflight checks are passed on as saved (None
+    for a report written before they were kept)."""
     if not isinstance(report.get("strategies"), dict) or not report["strategies"]:
         raise ValueError("not a compare-strategies report: no 'strategies' mapping")
     saved = report.get("settings", {})
@@ -421,6 +424,7 @@ def analyse_report(
         "baseline": baseline,
         "level": level,
         "settings": saved,
+        "preflight": report.get("preflight"),
         "strategies": out,
         "pairs": tests["pairs"],
     }

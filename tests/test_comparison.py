@@ -72,16 +72,16 @@ def test_compare_section_names_the_bad_key(tmp_path: Path) -> None:
 
 
 def test_scale_is_what_the_comparison_runs_under() -> None:
-    """The default scale resolves to valid params at the pilot's size, and ``--set`` after it
-    wins."""
+    """The default scale resolves to valid params at the powered design's size, and ``--set``
+    after it wins."""
     from sparft.evaluation import load_benchmark
 
     cfg = load_params(ROOT / "params.yaml").compare
     p = load_params(ROOT / "params.yaml", [*as_overrides(cfg.scale), "train.max_steps=3"])
     assert p.train.max_steps == 3 and p.train.learning_rate == cfg.scale["train.learning_rate"]
-    assert p.train.rollouts_per_step == 16 and p.select.budget == 128
+    assert p.train.rollouts_per_step == 16 and p.select.budget == 48
     heldout, _ = load_benchmark(p.evaluate.benchmarks[0], p.evaluate, p.data, p.arithmetic)
-    assert len(heldout) >= 256  # the issue's smallest held-out set
+    assert len(heldout) == 4 * 48  # grade 1 has 72 distinct questions: 24 train, 48 held out
     assert p.probe.k >= p.allocation.knapsack_min_observed  # knapsack reads the probe
 
 
@@ -217,7 +217,12 @@ def test_summarise_pairs_against_uniform() -> None:
     assert vs["min_p_value"] == 0.5 and vs["seeds_needed"]["0.05"] is None
     assert sparft["final"]["correct"][0] == "1" * 50 + "0" * 50
     assert sparft["gain"]["difference"] == pytest.approx(0.3) and sparft["gain"]["ci"][0] > 0
-    assert sparft["reach_uniform_final"] == {"target": 0.3, "step": 5, "rollouts": 40 + 64}
+    assert sparft["reach_uniform_final"] == {
+        "target": 0.3,
+        "step": 5,
+        "rollouts": 40 + 64,
+        "train_seconds": 3.0,
+    }
     assert uniform["reach_uniform_final"]["step"] == 10
     assert [a["share"] for a in sparft["arms"]] == [0.3, 0.7]
     assert sparft["arms"][1]["probe_solve_rate"] == 0.5
@@ -242,6 +247,7 @@ def test_table_metrics_tags_and_caption_carry_the_verdict() -> None:
     assert vs["verdict"] == "ahead" and vs["p_value"] == pytest.approx(2 / 64)
     row = next(r for r in table_rows(summary) if r["strategy"] == "sparft+full")
     assert row["verdict"] == "ahead" and row["mde"] == round(vs["mde"], 4)
+    assert row["steps_to_uniform_final"] == 5 and row["train_s_to_uniform_final"] == 3.0
     metrics = strategy_metrics(summary)
     assert metrics["sparft_plus_full.vs_uniform_p"] == vs["p_value"]
     assert metrics["sparft_plus_full.mde"] == vs["mde"]
@@ -414,6 +420,9 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     assert sparft["vs_uniform"]["verdict"] == "not separable" and report["pairs"] == {}
     assert sum(a["picks"] for a in sparft["arms"]) == 2 * 2  # one arm per step, two seeds
     assert (root / "data/compare/strategies.png").stat().st_size > 0
+    for variant in (root / "data/compare").glob("*_seed-*"):  # each saved one at its last step
+        kept = variant / "data/checkpoints/train"
+        assert not list(kept.glob("checkpoint-*")) and (kept / "heldout.jsonl").is_file()
     caches = list((root / "data/compare/heldout-cache").iterdir())
     assert len(caches) == 1  # the base model's step-0 check, once for all four variants
     import mlflow
@@ -497,9 +506,11 @@ def test_analyse_command_writes_the_verdicts(tmp_path: Path) -> None:
         app, ["analyse", str(report), "--json", str(out), "--pair", "sparft:dots"]
     )
     assert done.exit_code == 0, done.output
-    assert "per-seed accuracies only" in " ".join(done.output.split())
+    said = " ".join(done.output.split())
+    assert "per-seed accuracies only" in said
+    assert "preflight: not in this report" in said
     written = json.loads(out.read_text())
-    assert written["source"] == str(report)
+    assert written["source"] == str(report) and written["preflight"] is None
     for name, entry in written["strategies"].items():
         if name != "uniform":
             assert set(entry["vs_uniform"]) >= {"difference", "ci", "p_value", "verdict", "mde"}
@@ -508,3 +519,44 @@ def test_analyse_command_writes_the_verdicts(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["analyse", str(bad)])
     assert done.exit_code == 2 and "strategies.sparft: no 'curve'" in done.output
     assert str(bad) in done.output.replace("\n", "")
+
+
+def test_analyse_command_says_how_the_report_s_preflight_came_out(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sparft.checks import Check
+    from sparft.cli import app
+    from sparft.preflight import report as preflight_report
+
+    runs = [
+        *[_run("uniform", s, [0.2, 0.3], {}) for s in range(6)],
+        *[_run("dump", s, [0.2, 0.3], {}) for s in range(6)],
+    ]
+    summary, _ = summarise(runs, CompareConfig(bootstrap=100))
+    checks = [
+        Check("token budgets", "ok", "one budget"),
+        Check("seeds", "ok", "6 seeds"),
+        Check("arm pulls", "warn", "8 pulls over 8 arms", {"train.max_steps": 24}, "dump"),
+    ]
+    path = tmp_path / "report.json"
+    report = {"settings": {}, "strategies": summary, "preflight": preflight_report(checks)}
+    path.write_text(json.dumps(report))
+    done = CliRunner().invoke(app, ["analyse", str(path), "--json", str(tmp_path / "out.json")])
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())
+    assert "preflight: 1 warning(s) (2 ok, 1 warn)" in said
+    assert "arm pulls (dump): 8 pulls over 8 arms (clear it: train.max_steps=24)" in said
+    written = json.loads((tmp_path / "out.json").read_text())
+    assert written["preflight"]["warnings"] == [checks[2].line()]
+
+
+def test_remove_checkpoints_frees_them_and_keeps_the_journal(tmp_path: Path) -> None:
+    from flows.grid import remove_checkpoints
+
+    for step in (4, 8):
+        (tmp_path / f"checkpoint-{step}" / "sub").mkdir(parents=True)
+        (tmp_path / f"checkpoint-{step}" / "sub" / "optimizer.pt").write_bytes(b"x" * 100)
+    (tmp_path / "heldout.jsonl").write_text("{}\n")
+    assert remove_checkpoints(tmp_path) == 200
+    assert [p.name for p in tmp_path.iterdir()] == ["heldout.jsonl"]
+    assert remove_checkpoints(tmp_path / "missing") == 0
