@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from sparft.comparison import (
     CompareConfig,
     RunCurve,
     format_interval,
+    pilot_power,
+    power_lines,
     strategy_overrides,
     summarise,
 )
@@ -118,6 +121,28 @@ def read_curves(cfg: CompareConfig, root: Path) -> list[RunCurve]:
                 )
             )
     return runs
+
+
+def check_pilot(
+    cfg: CompareConfig, target: float, root: Path, strict: bool, warn: Callable[[str], None]
+) -> dict[str, Any]:
+    """The pilot's power check (``sparft.comparison.pilot_power``) once the first
+    ``compare.pilot_seeds`` seeds have trained: a predicted MDE above ``target``
+    (``compare.target_mde``) warns, and under ``strict`` stops the comparison before the
+    other seeds train (the pilot's variants stay cached for a rerun)."""
+    pilot = cfg.model_copy(update={"seeds": cfg.seeds[: cfg.pilot_seeds]})
+    summary, _ = summarise(read_curves(pilot, root), pilot)
+    power = pilot_power(summary, len(cfg.seeds), target, cfg.level)
+    if not power["passed"]:
+        message = "\n".join(power_lines(power))
+        if strict:
+            raise ConfigError(
+                f"{message}\nstopped under --strict before seeds {cfg.seeds[cfg.pilot_seeds :]} "
+                "trained (the pilot's variants are cached): change the design, or run without "
+                "--strict to go on"
+            )
+        warn(message)
+    return power
 
 
 def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -270,6 +295,25 @@ def compare_strategies(
                     )
                 )
 
+            gated = (
+                cfg.target_mde is not None
+                and len(cfg.seeds) > cfg.pilot_seeds
+                and any(name != BASELINE for name in cfg.strategies)
+            )
+            if cfg.target_mde is not None and not gated:
+                logger.info(
+                    "compare.target_mde: no pilot power check (%d seeds, pilot_seeds %d, "
+                    "a strategy besides uniform needed)",
+                    len(cfg.seeds),
+                    cfg.pilot_seeds,
+                )
+            power: dict[str, Any] = {}
+
+            def check_power() -> None:
+                power.update(check_pilot(cfg, cfg.target_mde or 0.0, root, strict, logger.warning))
+                logger.info(power_lines(power)[0])
+
+            pilot_variants = cfg.pilot_seeds * len(cfg.strategies)  # variants run seed by seed
             results = run_variants(
                 params,
                 root,
@@ -278,6 +322,7 @@ def compare_strategies(
                 mlrun=mlrun,
                 stages=["train"],
                 after_shared=check_before_training,
+                after_first=(pilot_variants, check_power) if gated else None,
             )
             runs = read_curves(cfg, root)
             summary, tested = summarise(runs, cfg, arm_solve_rates(root))
@@ -290,6 +335,7 @@ def compare_strategies(
                 "variants": {r["label"]: r.get("mlflow_run_id") for r in results},
             }
             report["preflight"] = preflight
+            report["power"] = power or None
             write_json(report, root / OUT)
             from sparft.plots import plot_strategy_curves
 

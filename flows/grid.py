@@ -278,12 +278,15 @@ def run_variants(
     mlrun: Any = None,
     stages: list[str] | None = None,
     after_shared: Callable[[], None] | None = None,
+    after_first: tuple[int, Callable[[], None]] | None = None,
 ) -> list[dict[str, Any]]:
     """The stages before ``from_stage`` once (the cached ``pipeline`` subflow), then
     ``after_shared`` (the preflight checks, which may stop the run), then the rest (or
     ``stages``) for every ``(label, overrides)`` variant of ``params`` in its working copy, as
-    variant runs nested under ``mlrun``; returns each variant's result, in order. The params
-    are passed down validated (to each variant's process as their JSON), never re-read."""
+    variant runs nested under ``mlrun``; returns each variant's result, in order. With
+    ``after_first=(n, check)``, ``check`` runs once the first n variants have (a pilot's power
+    check, which may stop the run before the others train). The params are passed down
+    validated (to each variant's process as their JSON), never re-read."""
     names = list(STAGES)
     if from_stage not in names:
         raise ConfigError(f"from_stage '{from_stage}': not a stage ({', '.join(names)})")
@@ -332,11 +335,20 @@ def run_variants(
         )
     keys = {None if s is None else s.key for s in servers}
     shared_server = servers[0] if len(keys) == 1 and None not in keys else None
+    first, check = after_first if after_first is not None else (len(calls), None)
+
+    def train_all() -> list[dict[str, Any]]:
+        done = _map_in_batches(calls[:first], max(1, parallel))
+        if check is not None and first < len(calls):
+            check()
+            done += _map_in_batches(calls[first:], max(1, parallel))
+        return done
+
     if shared_server is None:  # none, or variants of other models: each starts its own
-        return _map_in_batches(calls, max(1, parallel))
+        return train_all()
     HELDOUT_SERVER.append(shared_server)
     try:
-        return _map_in_batches(calls, max(1, parallel))
+        return train_all()
     finally:
         HELDOUT_SERVER.remove(shared_server)
         shared_server.close()

@@ -685,7 +685,7 @@ def analyse(
     difference against the baseline with its t interval, exact sign-flip p, probability of
     improvement, verdict, minimum detectable difference and the seeds needed for 3 and 5
     points."""
-    from sparft.comparison import analyse_report, format_interval, parse_pair
+    from sparft.comparison import analyse_report, format_interval, parse_pair, power_lines
 
     try:
         report = json.loads(path.read_text())
@@ -734,6 +734,9 @@ def analyse(
     console.print(_preflight_line(result["preflight"]), highlight=False)
     for line in (result["preflight"] or {}).get("warnings", []):
         console.print(f"  {line}", highlight=False)
+    if result["power"] is not None:
+        for line in power_lines(result["power"]):
+            console.print(line, highlight=False)
     if json_out is not None:
         write_json(result, json_out)
         console.print(f"wrote {json_out}")

@@ -34,7 +34,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sparft.curricula.registry import STRATEGIES
-from sparft.seed_stats import holm, mean_test, paired_test
+from sparft.seed_stats import holm, mde, mean_test, paired_test, seeds_needed
 from sparft.training import Precision
 
 BASELINE = "uniform"
@@ -82,6 +82,17 @@ class CompareConfig(BaseModel):
     )
     level: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals.")
     parallel: int = Field(1, ge=1, description="Variants trained at once.")
+    target_mde: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="The minimum detectable difference against uniform the design aims at. Set, "
+        "the first `pilot_seeds` seeds train first and their spread predicts each strategy's MDE "
+        "at all seeds; a miss warns (under --strict, stops before the other seeds train).",
+    )
+    pilot_seeds: int = Field(
+        3, ge=2, description="Seeds whose spread predicts the MDE when target_mde is set."
+    )
 
     @field_validator("scale")
     @classmethod
@@ -377,6 +388,58 @@ def summarise(
     return out, tests["pairs"]
 
 
+def pilot_power(
+    summary: dict[str, Any], seeds: int, target: float, level: float = 0.95
+) -> dict[str, Any]:
+    """Whether the design can meet ``target``: each strategy's minimum detectable difference
+    against uniform predicted at ``seeds`` seeds from the pilot's spread of the paired
+    differences (``summary`` from ``summarise`` over the pilot's seeds), and the seeds that
+    ``target`` would need. The spread comes from few degrees of freedom, so this is a stop rule
+    (a design the pilot already rules out is not worth the rest of its runs), not a result."""
+    out: dict[str, Any] = {}
+    for name, entry in summary.items():
+        vs = entry.get("vs_uniform")
+        if not vs or vs["seed_sd"] is None:
+            continue
+        question_var = (vs["question_se"] or 0.0) ** 2
+        predicted = mde(vs["seed_sd"], seeds, question_var, level)
+        out[name] = {
+            "pilot_seeds": len(vs["seeds"]),
+            "seed_sd": vs["seed_sd"],
+            "question_se": vs["question_se"],
+            "predicted_mde": predicted,
+            "meets": predicted is not None and predicted <= target,
+            "seeds_needed": seeds_needed(target, vs["seed_sd"], question_var, level),
+        }
+    return {
+        "target_mde": target,
+        "seeds": seeds,
+        "strategies": out,
+        "passed": all(entry["meets"] for entry in out.values()),
+    }
+
+
+def power_lines(power: dict[str, Any]) -> list[str]:
+    """``pilot_power``'s verdict as lines: the summary, then each strategy that misses."""
+    entries = power["strategies"]
+    pilot = max((e["pilot_seeds"] for e in entries.values()), default=0)
+    head = (
+        f"power: the {pilot}-seed pilot predicts the MDE against {BASELINE} at "
+        f"{power['seeds']} seeds {'within' if power['passed'] else 'above'} the target "
+        f"{power['target_mde']:.3f}"
+    )
+    lines = [head]
+    for name, e in entries.items():
+        if not e["meets"]:
+            needed = e["seeds_needed"]
+            lines.append(
+                f"  {name}: predicted MDE {e['predicted_mde']:.3f} (seed sd of the differences "
+                f"{e['seed_sd']:.3f}); the target needs "
+                + ("more held-out questions" if needed is None else f"{needed} seeds")
+            )
+    return lines
+
+
 def analyse_report(
     report: dict[str, Any],
     level: float | None = None,
@@ -425,6 +488,7 @@ def analyse_report(
         "level": level,
         "settings": saved,
         "preflight": report.get("preflight"),
+        "power": report.get("power"),
         "strategies": out,
         "pairs": tests["pairs"],
     }

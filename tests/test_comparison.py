@@ -21,6 +21,7 @@ from sparft.comparison import (
     bootstrap_means,
     compare_scores,
     parse_pair,
+    pilot_power,
     reach,
     strategy_overrides,
     summarise,
@@ -453,6 +454,41 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
 
 
 @pytest.mark.slow
+def test_compare_strategies_checks_the_pilot_s_power_before_the_other_seeds(
+    tmp_path: Path, tiny_lm_dir: Path
+) -> None:
+    """``compare.target_mde``: the first ``pilot_seeds`` seeds train, their spread predicts the
+    MDE at all seeds (logged and in the report), then the other seeds train."""
+    root = tiny_project(
+        tmp_path / "project",
+        tiny_lm_dir,
+        ROOT,
+        {
+            "tracking": {"enabled": False},
+            "compare": {
+                "eval_every": 2,
+                "bootstrap": 100,
+                "scale": {"evaluate.limit": 3},
+                "target_mde": 0.9,
+                "pilot_seeds": 2,
+            },
+        },
+    )
+    env = cli_env(tmp_path / "prefect", ("SPARFT_",))
+    args = ["sparft", "compare-strategies", "--strategy", "uniform", "--strategy", "sparft"]
+    args += ["--seed", "0", "--seed", "1", "--seed", "2"]
+    done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    said = " ".join((done.stdout + done.stderr).split())
+    assert "power: the 2-seed pilot predicts the MDE against uniform at 3 seeds within" in said
+    report = json.loads((root / "data/compare/strategies.json").read_text())
+    power = report["power"]
+    assert power["passed"] and power["target_mde"] == 0.9 and power["seeds"] == 3
+    assert power["strategies"]["sparft"]["pilot_seeds"] == 2
+    assert report["strategies"]["sparft"]["seeds"] == [0, 1, 2]
+
+
+@pytest.mark.slow
 def test_compare_strategies_checks_through_one_shared_server(
     tmp_path: Path, tiny_lm_dir: Path
 ) -> None:
@@ -539,15 +575,23 @@ def test_analyse_command_says_how_the_report_s_preflight_came_out(tmp_path: Path
         Check("arm pulls", "warn", "8 pulls over 8 arms", {"train.max_steps": 24}, "dump"),
     ]
     path = tmp_path / "report.json"
-    report = {"settings": {}, "strategies": summary, "preflight": preflight_report(checks)}
+    power = pilot_power(summary, seeds=12, target=0.05)
+    report = {
+        "settings": {},
+        "strategies": summary,
+        "preflight": preflight_report(checks),
+        "power": power,
+    }
     path.write_text(json.dumps(report))
     done = CliRunner().invoke(app, ["analyse", str(path), "--json", str(tmp_path / "out.json")])
     assert done.exit_code == 0, done.output
     said = " ".join(done.output.split())
     assert "preflight: 1 warning(s) (2 ok, 1 warn)" in said
     assert "arm pulls (dump): 8 pulls over 8 arms (clear it: train.max_steps=24)" in said
+    assert "power: the 6-seed pilot predicts the MDE against uniform at 12 seeds within" in said
     written = json.loads((tmp_path / "out.json").read_text())
     assert written["preflight"]["warnings"] == [checks[2].line()]
+    assert written["power"] == power
 
 
 def test_remove_checkpoints_frees_them_and_keeps_the_journal(tmp_path: Path) -> None:
@@ -560,3 +604,60 @@ def test_remove_checkpoints_frees_them_and_keeps_the_journal(tmp_path: Path) -> 
     assert remove_checkpoints(tmp_path) == 200
     assert [p.name for p in tmp_path.iterdir()] == ["heldout.jsonl"]
     assert remove_checkpoints(tmp_path / "missing") == 0
+
+
+def test_pilot_power_predicts_the_mde_at_all_seeds_from_the_pilot_s_spread() -> None:
+    from sparft.comparison import power_lines
+    from sparft.seed_stats import mde
+
+    steady = [0.30, 0.31, 0.29]  # differences against uniform: sd 0.01
+    swinging = [0.10, 0.40, 0.25]  # sd 0.15
+    runs = [
+        *[_run("uniform", s, [0.2, 0.3], {}) for s in range(3)],
+        *[_run("dump", s, [0.2, 0.3 + d - 0.3], {}) for s, d in enumerate(steady)],
+        *[_run("sparft", s, [0.2, 0.3 + d - 0.3], {}) for s, d in enumerate(swinging)],
+    ]
+    summary, _ = summarise(runs, CompareConfig(bootstrap=100))
+    power = pilot_power(summary, seeds=6, target=0.05)
+    dump, sparft = power["strategies"]["dump"], power["strategies"]["sparft"]
+    assert dump["pilot_seeds"] == 3 and dump["seed_sd"] == pytest.approx(0.01)
+    question_var = dump["question_se"] ** 2
+    assert dump["predicted_mde"] == pytest.approx(mde(0.01, 6, question_var))
+    assert dump["meets"] and not sparft["meets"] and not power["passed"]
+    assert sparft["seeds_needed"] > 6
+    lines = power_lines(power)
+    assert lines[0].startswith("power: the 3-seed pilot predicts the MDE against uniform at 6")
+    assert "above the target 0.050" in lines[0]
+    assert len(lines) == 2 and lines[1].startswith("  sparft: predicted MDE")
+    assert pilot_power(summary, seeds=6, target=0.9)["passed"]
+
+
+def _variant_folders(root: Path, runs: list[RunCurve]) -> None:
+    """What ``read_curves`` reads of each variant's working copy."""
+    from flows.compare_strategies import slug, variant_label
+    from sparft.stages.train import HELDOUT, HISTORY, METRICS
+
+    for run in runs:
+        here = root / "data/compare" / slug(variant_label(run.strategy, run.seed))
+        (here / HELDOUT).parent.mkdir(parents=True)
+        run.points.to_parquet(here / HELDOUT)
+        run.history.to_parquet(here / HISTORY)
+        (here / METRICS).write_text(json.dumps({"arm_picks": run.arm_picks}))
+
+
+def test_pilot_check_warns_or_stops_before_the_other_seeds(tmp_path: Path) -> None:
+    from flows.compare_strategies import check_pilot
+
+    runs = [
+        *[_run("uniform", s, [0.2, 0.3], {}) for s in range(2)],
+        *[_run("dump", s, [0.2, acc], {}) for s, acc in enumerate([0.2, 0.5])],
+    ]
+    _variant_folders(tmp_path, runs)
+    cfg = CompareConfig(strategies=["uniform", "dump"], seeds=[0, 1, 2, 3], pilot_seeds=2)
+    warned: list[str] = []
+    power = check_pilot(cfg, 0.05, tmp_path, strict=False, warn=warned.append)
+    assert not power["passed"] and power["seeds"] == 4
+    assert len(warned) == 1 and "dump: predicted MDE" in warned[0]
+    with pytest.raises(ConfigError, match=r"stopped under --strict before seeds \[2, 3\]"):
+        check_pilot(cfg, 0.05, tmp_path, strict=True, warn=warned.append)
+    assert check_pilot(cfg, 0.99, tmp_path, strict=True, warn=warned.append)["passed"]
