@@ -80,7 +80,7 @@ def test_scale_is_what_the_comparison_runs_under() -> None:
     cfg = load_params(ROOT / "params.yaml").compare
     p = load_params(ROOT / "params.yaml", [*as_overrides(cfg.scale), "train.max_steps=3"])
     assert p.train.max_steps == 3 and p.train.learning_rate == cfg.scale["train.learning_rate"]
-    assert p.train.rollouts_per_step == 16 and p.select.budget == 48
+    assert p.train.rollouts_per_step == 32 and p.select.budget == 48
     heldout, _ = load_benchmark(p.evaluate.benchmarks[0], p.evaluate, p.data, p.arithmetic)
     assert len(heldout) == 4 * 48  # grade 1 has 72 distinct questions: 24 train, 48 held out
     assert p.probe.k >= p.allocation.knapsack_min_observed  # knapsack reads the probe

@@ -160,6 +160,25 @@ def test_thompson_prior_at_the_best_reward_warns_and_the_midpoint_clears() -> No
     assert fired.fix == {"bandit.prior_mean": 0.5}
 
 
+def test_an_arm_smaller_than_a_step_s_prompts_warns_and_a_larger_budget_clears() -> None:
+    sparft = ("train.curriculum=sparft", "train.data=subset")
+    params = params_of(*sparft, "cluster.k=8", "select.budget=48", "train.prompts_per_step=8")
+    check = assert_fires_and_clears(params, "arm size", "sparft", keys={"select.budget"})
+    assert check.fix == {"select.budget": 64} and "cluster.k=6" in check.message
+    # the clusters in the probe's rows, cut to the budget as select allocates it (2 of 4, 2, 6)
+    probe = probe_frame([0.5] * 12, cluster=[0] * 4 + [1] * 2 + [2] * 6)
+    subset = params_of(*sparft, "select.budget=9", "train.prompts_per_step=3")
+    fired = find(run_checks(subset, probe), "arm size", "sparft")
+    assert fired.status == "warn" and "holds 2 questions" in fired.message, fired
+    enough = params_of(*sparft, "select.budget=9", "train.prompts_per_step=2")
+    assert find(run_checks(enough, probe), "arm size", "sparft").status == "ok"
+    full = params_of("train.curriculum=sparft", "train.data=full", "train.prompts_per_step=3")
+    on_all = find(run_checks(full, probe), "arm size", "sparft")
+    assert on_all.status == "warn" and on_all.fix == {"train.prompts_per_step": 2}, on_all
+    hdbscan = params_of(*sparft, "cluster.method=hdbscan")
+    assert find(run_checks(hdbscan), "arm size", "sparft").status == "pending"
+
+
 # --- allocators ------------------------------------------------------------------------------
 
 
@@ -406,10 +425,11 @@ def test_compare_strategies_dry_run_prints_the_checks_and_trains_nothing(project
     lines = result.output.splitlines()
     assert "2 preflight warning(s):" in lines
     budgets = "token budgets: probe.max_new_tokens=384, train.max_completion_length=64, "
-    assert any(line.startswith(f"  {budgets}evaluate.max_new_tokens=64") for line in lines)
+    assert any(line.startswith(f"  {budgets}evaluate.max_new_tokens=32") for line in lines)
     fixes = [line for line in lines if line.startswith("clear them with:")]
     assert fixes == [
-        "clear them with: --set probe.max_new_tokens=64 --set compare.seeds=[0,1,2,3,4,5]"
+        "clear them with: --set probe.max_new_tokens=64 --set evaluate.max_new_tokens=64 "
+        "--set compare.seeds=[0,1,2,3,4,5]"
     ]  # variance_min 2 leaves CurES's counts room at 4 rollouts
     assert not (project / "data").exists()
     strict = runner.invoke(app, [*REVIEWER, "--strict"])
