@@ -124,15 +124,17 @@ def read_curves(cfg: CompareConfig, root: Path) -> list[RunCurve]:
 
 
 def check_pilot(
-    cfg: CompareConfig, target: float, root: Path, strict: bool, warn: Callable[[str], None]
+    cfg: CompareConfig, root: Path, strict: bool, warn: Callable[[str], None]
 ) -> dict[str, Any]:
     """The pilot's power check (``sparft.comparison.pilot_power``) once the first
-    ``compare.pilot_seeds`` seeds have trained: a predicted MDE above ``target``
-    (``compare.target_mde``) warns, and under ``strict`` stops the comparison before the
-    other seeds train (the pilot's variants stay cached for a rerun)."""
+    ``compare.pilot_seeds`` seeds have trained: a predicted MDE above ``compare.target_mde``
+    warns, and under ``strict`` stops the comparison before the other seeds train (the
+    pilot's variants stay cached for a rerun)."""
+    if cfg.target_mde is None:
+        raise ConfigError("compare.target_mde is null: no target for the pilot check")
     pilot = cfg.model_copy(update={"seeds": cfg.seeds[: cfg.pilot_seeds]})
     summary, _ = summarise(read_curves(pilot, root), pilot)
-    power = pilot_power(summary, len(cfg.seeds), target, cfg.level)
+    power = pilot_power(summary, len(cfg.seeds), cfg.target_mde, cfg.level)
     if not power["passed"]:
         message = "\n".join(power_lines(power))
         if strict:
@@ -310,7 +312,7 @@ def compare_strategies(
             power: dict[str, Any] = {}
 
             def check_power() -> None:
-                power.update(check_pilot(cfg, cfg.target_mde or 0.0, root, strict, logger.warning))
+                power.update(check_pilot(cfg, root, strict, logger.warning))
                 logger.info(power_lines(power)[0])
 
             pilot_variants = cfg.pilot_seeds * len(cfg.strategies)  # variants run seed by seed

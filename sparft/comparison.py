@@ -403,13 +403,16 @@ def pilot_power(
             continue
         question_var = (vs["question_se"] or 0.0) ** 2
         predicted = mde(vs["seed_sd"], seeds, question_var, level)
+        needed = seeds_needed(target, vs["seed_sd"], question_var, level)
         out[name] = {
             "pilot_seeds": len(vs["seeds"]),
             "seed_sd": vs["seed_sd"],
             "question_se": vs["question_se"],
             "predicted_mde": predicted,
-            "meets": predicted is not None and predicted <= target,
-            "seeds_needed": seeds_needed(target, vs["seed_sd"], question_var, level),
+            # the verdict's power, not the t-based MDE alone: the sign-flip test binds at few
+            # seeds, so an MDE within the target can still need more seeds than the design has
+            "meets": needed is not None and needed <= seeds,
+            "seeds_needed": needed,
         }
     return {
         "target_mde": target,
@@ -431,11 +434,17 @@ def power_lines(power: dict[str, Any]) -> list[str]:
     lines = [head]
     for name, e in entries.items():
         if not e["meets"]:
-            needed = e["seeds_needed"]
+            needed, predicted = e["seeds_needed"], e["predicted_mde"]
+            why = (
+                "the target needs more held-out questions"
+                if needed is None
+                else f"the target needs {needed} seeds"
+                if predicted > power["target_mde"]
+                else f"within the target, but the verdict's sign-flip test needs {needed} seeds"
+            )
             lines.append(
-                f"  {name}: predicted MDE {e['predicted_mde']:.3f} (seed sd of the differences "
-                f"{e['seed_sd']:.3f}); the target needs "
-                + ("more held-out questions" if needed is None else f"{needed} seeds")
+                f"  {name}: predicted MDE {predicted:.3f} (seed sd of the differences "
+                f"{e['seed_sd']:.3f}); {why}"
             )
     return lines
 

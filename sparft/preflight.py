@@ -3,8 +3,7 @@
 Each method declares its own conditions (its registry entry's ``preflight``), each allocator its
 own (``sparft.curricula.allocation_checks.ALLOCATION_CHECKS``); the conditions of the whole run are
 here: the probe, training and held-out token budgets, the pool's share of questions the probe never
-or always solved, whether sparft's arms hold a step's prompts, and (for a comparison) whether its
-seeds can make a difference significant.
+or always solved, and (for a comparison) whether its seeds can make a difference significant.
 ``run_checks`` collects them, per strategy of a comparison. A check that needs the probe's solve
 rates is ``pending`` ("known after the probe") until the caller hands the probe's rows in; this
 module reads no stage output itself, so the flows decide which outputs are current.
@@ -24,12 +23,10 @@ from sparft.comparison import BASELINE, analyse_report, strategy_overrides
 from sparft.config import ConfigError, Params, as_overrides, with_overrides
 from sparft.curricula import curricula, preflight_checks
 from sparft.seed_stats import mde, min_p_value, min_seeds
-from sparft.selection import allocate
 
 __all__ = [
     "AFTER_PROBE",
     "Check",
-    "arm_size",
     "pool_extremes",
     "previous_seed_sd",
     "report",
@@ -122,42 +119,6 @@ def pool_extremes(params: Params, probe: pd.DataFrame | None) -> Check:
     return warn(name, f"{found}: over half give no gradient; otherwise {other}", fix)
 
 
-def arm_size(params: Params, probe: pd.DataFrame | None) -> Check:
-    """An arm holding fewer questions than a step's prompts: a step on it cycles its queue, so
-    the batch repeats questions, and every pick of the arm trains on the same few (their groups
-    stop giving a gradient once they are learned). Arm sizes are the clusters in the probe's
-    rows, cut to ``select.budget`` as the select stage allocates it when training on the subset;
-    before the cluster stage, k-means with an equal allocation bounds the smallest arm by
-    budget // k. A run-level check beside the method's own (``sparft.curricula.sparft``): it
-    reads the select and cluster sections too, and the train stage does not depend on it."""
-    name = "arm size"
-    per_step = params.train.prompts_per_step
-    subset = params.train.data == "subset"
-    select = params.select
-    if probe is not None and "cluster" in probe:
-        sizes = probe["cluster"].dropna().value_counts().sort_index().tolist()
-        if subset and select.budget < sum(sizes) and select.budget >= len(sizes):
-            sizes = allocate(sizes, select.budget, select.allocation)
-        smallest, arms, where = min(sizes), len(sizes), "the clusters in the data"
-    elif params.cluster.method == "kmeans" and subset and select.allocation == "equal":
-        arms = params.cluster.k
-        smallest, where = select.budget // arms, f"select.budget={select.budget} over cluster.k"
-    else:
-        return pending(name, "known after the cluster stage")
-    if smallest >= per_step:
-        return ok(name, f"the smallest of {arms} arms holds {smallest} questions ({where})")
-    fix = {"select.budget": per_step * arms} if subset else {"train.prompts_per_step": smallest}
-    fewer = select.budget // per_step
-    kmeans = subset and params.cluster.method == "kmeans" and fewer >= 2
-    return warn(
-        name,
-        f"the smallest of {arms} arms holds {smallest} questions ({where}), fewer than "
-        f"train.prompts_per_step={per_step}: a step on it repeats questions in its batch and "
-        "every pick of it trains on the same few" + (f"; or cluster.k={fewer}" if kmeans else ""),
-        fix,
-    )
-
-
 def previous_seed_sd(previous: Mapping[str, Any] | None) -> float | None:
     """The seed-to-seed sd of paired differences against uniform in an earlier comparison
     report, pooled over its strategies (root mean square): ``vs_uniform.seed_sd`` as the report
@@ -212,14 +173,6 @@ def strategy_params(params: Params, name: str) -> Params:
     return with_overrides(params, as_overrides(overrides), f"strategy {name}")
 
 
-def method_checks(params: Params, probe: pd.DataFrame | None) -> list[Check]:
-    """``train.curriculum``'s own checks, and for a bandit over clusters its arms' size."""
-    found = preflight_checks(params.train.curriculum, params, probe)
-    if params.train.curriculum != "sparft":
-        return found
-    return [*found[:1], arm_size(params, probe), *found[1:]]
-
-
 def run_checks(
     params: Params,
     probe: pd.DataFrame | None = None,
@@ -238,11 +191,11 @@ def run_checks(
         if name not in curricula():
             known = ", ".join(curricula())
             raise ConfigError(f"train.curriculum={name!r}: unknown (allowed: {known})")
-        checks += [c.labelled(name) for c in method_checks(params, probe)]
+        checks += [c.labelled(name) for c in preflight_checks(name, params, probe)]
         return checks
     for strategy in strategies:
         p = strategy_params(params, strategy)
-        checks += [c.labelled(strategy) for c in method_checks(p, probe)]
+        checks += [c.labelled(strategy) for c in preflight_checks(p.train.curriculum, p, probe)]
     checks.append(seed_power(list(seeds if seeds is not None else params.compare.seeds), previous))
     return checks
 

@@ -170,6 +170,14 @@ def test_an_arm_smaller_than_a_step_s_prompts_warns_and_a_larger_budget_clears()
     subset = params_of(*sparft, "select.budget=9", "train.prompts_per_step=3")
     fired = find(run_checks(subset, probe), "arm size", "sparft")
     assert fired.status == "warn" and "holds 2 questions" in fired.message, fired
+    # no budget gives that cluster of 2 three questions: fewer clusters are the fix
+    assert fired.fix == {"cluster.k": 3} and "in the data is that small" in fired.message
+    # every cluster holds 3 or more, the budget's equal shares do not: the smallest budget that
+    # gives each 3 as select allocates it (6 gives 2, 2, 2; 9 gives 3, 3, 3)
+    roomy = probe_frame([0.5] * 13, cluster=[0] * 4 + [1] * 3 + [2] * 6)
+    short = params_of(*sparft, "select.budget=6", "train.prompts_per_step=3")
+    check = assert_fires_and_clears(short, "arm size", "sparft", roomy, keys={"select.budget"})
+    assert check.fix == {"select.budget": 9}, check
     enough = params_of(*sparft, "select.budget=9", "train.prompts_per_step=2")
     assert find(run_checks(enough, probe), "arm size", "sparft").status == "ok"
     full = params_of("train.curriculum=sparft", "train.data=full", "train.prompts_per_step=3")

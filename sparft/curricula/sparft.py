@@ -18,6 +18,7 @@ from sparft.bandit import Bandit, BanditConfig, ThompsonBandit, make_bandit, rew
 from sparft.checks import Check, ok, pending, warn
 from sparft.curricula.base import Curriculum, Group, shuffled
 from sparft.curricula.registry import Method, Strategy
+from sparft.selection import allocate
 
 if TYPE_CHECKING:
     from sparft.config import Params
@@ -161,12 +162,66 @@ class SparftCurriculum(Curriculum):
         self.bandit.load_state_dict(state["bandit"])
 
 
+def arm_size(params: Params, probe: pd.DataFrame | None) -> Check:
+    """An arm holding fewer questions than a step's prompts: a step on it cycles its queue, so
+    the batch repeats questions, and every pick of the arm trains on the same few (their groups
+    stop giving a gradient once they are learned). Arm sizes are the clusters in the probe's
+    rows, cut to ``select.budget`` as the select stage allocates it when training on the subset;
+    before the cluster stage, k-means with an equal allocation bounds the smallest arm by
+    budget // k."""
+    name = "arm size"
+    per_step = params.train.prompts_per_step
+    subset = params.train.data == "subset"
+    select = params.select
+    kmeans = params.cluster.method == "kmeans"
+    fewer = select.budget // per_step
+    data_sizes: list[int] = []
+    if probe is not None and "cluster" in probe:
+        data_sizes = probe["cluster"].dropna().value_counts().sort_index().tolist()
+        sizes = data_sizes
+        if subset and select.budget < sum(sizes) and select.budget >= len(sizes):
+            sizes = allocate(sizes, select.budget, select.allocation)
+        smallest, arms, where = min(sizes), len(sizes), "the clusters in the data"
+    elif kmeans and subset and select.allocation == "equal":
+        arms = params.cluster.k
+        smallest, where = select.budget // arms, f"select.budget={select.budget} over cluster.k"
+    else:
+        return pending(name, "known after the cluster stage")
+    if smallest >= per_step:
+        return ok(name, f"the smallest of {arms} arms holds {smallest} questions ({where})")
+    message = (
+        f"the smallest of {arms} arms holds {smallest} questions ({where}), fewer than "
+        f"train.prompts_per_step={per_step}: a step on it repeats questions in its batch and "
+        "every pick of it trains on the same few"
+    )
+    if not subset:
+        return warn(name, message, {"train.prompts_per_step": smallest})
+    if data_sizes and min(data_sizes) < per_step:
+        # no budget fills a cluster the data has fewer questions in: fewer, larger clusters do
+        if kmeans and fewer >= 2:
+            return warn(
+                name, f"{message}; a cluster in the data is that small", {"cluster.k": fewer}
+            )
+        return warn(name, message, {"train.prompts_per_step": min(data_sizes)})
+    budget = per_step * arms  # an equal share of per_step for every arm
+    if data_sizes:  # the smallest budget select's allocation gives every arm per_step
+        budgets = range(select.budget + 1, sum(data_sizes) + 1)
+        shares = ((b, allocate(data_sizes, b, select.allocation)) for b in budgets)
+        budget = next(b for b, share in shares if min(share) >= per_step)
+    alternative = f"; or cluster.k={fewer}" if kmeans and fewer >= 2 else ""
+    return warn(name, message + alternative, {"select.budget": budget})
+
+
 def preflight(cfg: BanditConfig, params: Params, probe: pd.DataFrame | None) -> list[Check]:
     """Enough steps for every arm to be pulled a few times (unless the arms start from the
-    probe), and a Thompson prior that does not rank every unpulled arm above the best arm there
-    can be."""
+    probe), arms that hold a step's prompts, and a Thompson prior that does not rank every
+    unpulled arm above the best arm there can be."""
     informed = cfg.algorithm == "thompson" and cfg.informed_weight > 0
-    return [arm_pulls_check(params, "cluster", probe, informed=informed), prior_check(cfg)]
+    return [
+        arm_pulls_check(params, "cluster", probe, informed=informed),
+        arm_size(params, probe),
+        prior_check(cfg),
+    ]
 
 
 METHOD = Method(
