@@ -685,7 +685,13 @@ def analyse(
     difference against the baseline with its t interval, exact sign-flip p, probability of
     improvement, verdict, minimum detectable difference and the seeds needed for 3 and 5
     points."""
-    from sparft.comparison import analyse_report, format_interval, parse_pair, power_lines
+    from sparft.comparison import (
+        analyse_report,
+        format_interval,
+        parse_pair,
+        power_lines,
+        target_line,
+    )
 
     try:
         report = json.loads(path.read_text())
@@ -737,6 +743,8 @@ def analyse(
     if result["power"] is not None:
         for line in power_lines(result["power"]):
             console.print(line, highlight=False)
+        target = result["power"]["target_mde"]
+        console.print(target_line(result["strategies"], target), highlight=False)
     if json_out is not None:
         write_json(result, json_out)
         console.print(f"wrote {json_out}")
@@ -866,7 +874,7 @@ def compare_strategies(
     from flows.compare_strategies import OUT, PLOT
     from flows.compare_strategies import compare_strategies as flow
     from flows.preflight import compare_setup
-    from sparft.comparison import format_interval
+    from sparft.comparison import format_interval, target_line
 
     try:
         scaled, cfg = compare_setup(str(params), list(set_ or []), strategy, seed, parallel, pair)
@@ -919,6 +927,8 @@ def compare_strategies(
                 highlight=False,
             )
     console.print(STATISTICS_NOTE, highlight=False)
+    if report.get("power"):
+        console.print(target_line(report["strategies"], report["power"]["target_mde"]))
     console.print(f"wrote {OUT} and {PLOT}")
 
 

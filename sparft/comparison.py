@@ -449,6 +449,25 @@ def power_lines(power: dict[str, Any]) -> list[str]:
     return lines
 
 
+def target_line(strategies: dict[str, Any], target: float) -> str:
+    """The measured MDE against ``target`` (``compare.target_mde``), per strategy: what the
+    pilot predicted, checked against the seeds that ran."""
+    met: list[str] = []
+    missed: list[str] = []
+    for name, entry in strategies.items():
+        vs = entry.get("vs_uniform")
+        if vs and vs.get("mde") is not None:
+            (met if vs["mde"] <= target else missed).append(f"{name} ({vs['mde']:.3f})")
+    parts = [
+        f"{how} it for {', '.join(names)}"
+        for how, names in (("within", met), ("above", missed))
+        if names
+    ]
+    return f"measured MDE against {BASELINE} (target {target:.3f}): " + (
+        "; ".join(parts) or "no strategy besides the baseline"
+    )
+
+
 def analyse_report(
     report: dict[str, Any],
     level: float | None = None,

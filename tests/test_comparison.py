@@ -591,6 +591,9 @@ def test_analyse_command_says_how_the_report_s_preflight_came_out(tmp_path: Path
     assert "preflight: 1 warning(s) (2 ok, 1 warn)" in said
     assert "arm pulls (dump): 8 pulls over 8 arms (clear it: train.max_steps=24)" in said
     assert "power: the 6-seed pilot predicts the MDE against uniform at 12 seeds within" in said
+    dump_mde = summary["dump"]["vs_uniform"]["mde"]
+    measured = f"measured MDE against uniform (target 0.050): within it for dump ({dump_mde:.3f})"
+    assert dump_mde <= 0.05 and measured in said
     written = json.loads((tmp_path / "out.json").read_text())
     assert written["preflight"]["warnings"] == [checks[2].line()]
     assert written["power"] == power
@@ -678,3 +681,19 @@ def test_pilot_check_warns_or_stops_before_the_other_seeds(tmp_path: Path) -> No
         check_pilot(cfg, tmp_path, strict=True, warn=warned.append)
     loose = cfg.model_copy(update={"target_mde": 0.99})
     assert check_pilot(loose, tmp_path, strict=True, warn=warned.append)["passed"]
+
+
+def test_target_line_splits_the_strategies_by_their_measured_mde() -> None:
+    from sparft.comparison import target_line
+
+    strategies = {
+        "uniform": {},
+        "dump": {"vs_uniform": {"mde": 0.08}},
+        "static-filter": {"vs_uniform": {"mde": 0.032}},
+        "sparft": {"vs_uniform": {"mde": None}},  # fewer than 2 seeds: no MDE, not listed
+    }
+    assert target_line(strategies, 0.05) == (
+        "measured MDE against uniform (target 0.050): within it for static-filter (0.032); "
+        "above it for dump (0.080)"
+    )
+    assert target_line({"uniform": {}}, 0.05).endswith("no strategy besides the baseline")
