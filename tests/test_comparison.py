@@ -483,6 +483,7 @@ def test_compare_strategies_checks_the_pilot_s_power_before_the_other_seeds(
     said = " ".join((done.stdout + done.stderr).split())
     assert "power: the 2-seed pilot predicts the MDE against uniform at 3 seeds above" in said
     assert "sign-flip test needs 6 seeds" in said
+    assert "measured MDE against uniform (target 0.900):" in said  # the run's own, at its end
     report = json.loads((root / "data/compare/strategies.json").read_text())
     power = report["power"]
     assert not power["passed"] and power["target_mde"] == 0.9 and power["seeds"] == 3
