@@ -435,13 +435,12 @@ def power_lines(power: dict[str, Any]) -> list[str]:
     for name, e in entries.items():
         if not e["meets"]:
             needed, predicted = e["seeds_needed"], e["predicted_mde"]
-            why = (
-                "the target needs more held-out questions"
-                if needed is None
-                else f"the target needs {needed} seeds"
-                if predicted > power["target_mde"]
-                else f"within the target, but the verdict's sign-flip test needs {needed} seeds"
-            )
+            if needed is None:
+                why = "the target needs more held-out questions"
+            elif predicted > power["target_mde"]:
+                why = f"the target needs {needed} seeds"
+            else:
+                why = f"within the target, but the verdict's sign-flip test needs {needed} seeds"
             lines.append(
                 f"  {name}: predicted MDE {predicted:.3f} (seed sd of the differences "
                 f"{e['seed_sd']:.3f}); {why}"
