@@ -20,12 +20,12 @@ from typing import Any
 
 import yaml
 
-from sparft.config import ConfigError, load_params
+from sparft.config import ConfigError, Params, load_params
 from sparft.io import path_digest
 from sparft.stages import STAGES
 from sparft.stages.sources import ROOT as SOURCE_ROOT
 from sparft.stages.sources import source_files
-from sparft.stages.stage import Stage, lookup, resolve
+from sparft.stages.stage import Stage, lookup, resolve, template_keys
 
 KEY_VERSION = 2  # bump when the key's layout changes, so old cache records are not reused
 DVC_YAML_HEADER = (
@@ -64,6 +64,30 @@ def spec_of(stage: Stage, config: Mapping[str, Any]) -> StageSpec:
 def all_specs(config: Mapping[str, Any]) -> dict[str, StageSpec]:
     """Every stage's spec, in pipeline order."""
     return {name: spec_of(stage, config) for name, stage in STAGES.items()}
+
+
+def read_spec(spec: StageSpec, params: Params) -> StageSpec:
+    """``spec`` less the inputs and params a run under ``params`` leaves unread (its stage's
+    ``reads``; the train stage reads one method's): what a variant's key and working copy need.
+    An input wrongly left out fails loudly there (the file is not linked); dvc.yaml keeps all."""
+    stage = STAGES[spec.name]
+    if stage.reads is None:
+        return spec
+    inputs, keys = stage.reads(params)
+    config = params.model_dump(mode="json")
+    unread = [p for p in stage.inputs if resolve(p, config) not in inputs]
+    read = [p for p in stage.inputs if p not in unread]
+    templates = {k for p in unread for k in template_keys(p)} - {
+        k for p in read for k in template_keys(p)
+    }
+    skip_deps = {resolve(p, config) for p in unread}
+    skip_params = (set(stage.all_params()) - set(keys)) | templates
+    return StageSpec(
+        spec.name,
+        tuple(d for d in spec.deps if d not in skip_deps),
+        tuple(k for k in spec.params if k not in skip_params),
+        spec.outs,
+    )
 
 
 class _IndentedDumper(yaml.SafeDumper):

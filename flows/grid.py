@@ -38,7 +38,14 @@ from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 
 from flows.artifacts import absolute_uri
-from flows.dvc_state import StageSpec, all_specs, locate, output_digests, path_digest
+from flows.dvc_state import (
+    StageSpec,
+    all_specs,
+    locate,
+    output_digests,
+    path_digest,
+    read_spec,
+)
 from flows.pipeline import pipeline
 from flows.tasks import PERMANENT_ERRORS, cached_task, cell, stale_record, working_dir
 from sparft.config import (
@@ -107,8 +114,9 @@ def link_tree(source: Path, target: Path) -> None:
 def variant_key(
     label: str, specs: list[StageSpec], config: dict[str, Any], root: Path, workdir: Path
 ) -> str:
-    """Like a stage key, over all the variant's stages: their external inputs and source
-    files, their params, and the working copy's folder."""
+    """Like a stage key, over all the variant's stages (``read_spec``: what they read under
+    the variant's params): their external inputs and source files, their params, and the
+    working copy's folder."""
     outs = {out for spec in specs for out in spec.outs}
     deps = dict.fromkeys(d for spec in specs for d in spec.deps if d not in outs)
     params = dict.fromkeys(k for spec in specs for k in spec.params)
@@ -311,7 +319,8 @@ def run_variants(
         if "train" in job_stages:
             servers.append(SharedServer.for_params(p))
         config = p.model_dump(mode="json")
-        specs = [s for name, s in all_specs(config).items() if name in job_stages]
+        # what the variant reads: a strategy that reads no clusters keeps its key when they change
+        specs = [read_spec(s, p) for name, s in all_specs(config).items() if name in job_stages]
         workdir = root / "data" / "compare" / slug(label)
         key = variant_key(label, specs, config, root, workdir)
         outs = [o for spec in specs for o in spec.outs]

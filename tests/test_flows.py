@@ -130,6 +130,44 @@ def test_compare_grid_and_inputs() -> None:
     ]
 
 
+def test_a_variant_reads_only_its_method_s_inputs_and_settings(tmp_path: Path) -> None:
+    from flows.dvc_state import StageSpec, all_specs, read_spec
+    from flows.grid import variant_inputs, variant_key
+    from sparft.config import Params, with_overrides
+
+    def read(*overrides: str) -> tuple[Params, list[StageSpec]]:
+        params = with_overrides(Params(), list(overrides), "test")
+        specs = all_specs(params.model_dump(mode="json"))
+        return params, [read_spec(specs[name], params) for name in ("train", "evaluate")]
+
+    uniform, uniform_specs = read("train.curriculum=uniform", "train.data=full")
+    assert variant_inputs(uniform_specs) == ["data/train.parquet", "data/probe.parquet"]
+    assert "bandit" not in uniform_specs[0].params and "train" in uniform_specs[0].params
+    assert "dots.predictor" not in uniform_specs[0].params
+    sparft, sparft_specs = read("train.curriculum=sparft", "train.data=subset")
+    assert variant_inputs(sparft_specs) == [
+        "data/train.parquet", "data/clusters.parquet", "data/subset.parquet", "data/probe.parquet"
+    ]  # fmt: skip
+    assert "bandit" in sparft_specs[0].params and "dump" not in sparft_specs[0].params
+    _, dots_specs = read("train.curriculum=dots", "train.data=full")
+    assert variant_inputs(dots_specs)[-2:] == ["data/embeddings.npz", "data/dots/predictor.pt"]
+    # new clusters (another cluster.k) change sparft's key and leave uniform's
+    (tmp_path / "data").mkdir()
+    for name in ("train.parquet", "probe.parquet", "subset.parquet", "clusters.parquet"):
+        (tmp_path / "data" / name).write_text(name)
+
+    def keys() -> tuple[str, str]:
+        return (
+            variant_key("u", uniform_specs, uniform.model_dump(), tmp_path, tmp_path / "u"),
+            variant_key("s", sparft_specs, sparft.model_dump(), tmp_path, tmp_path / "s"),
+        )
+
+    before = keys()
+    (tmp_path / "data" / "clusters.parquet").write_text("other clusters")
+    after = keys()
+    assert after[0] == before[0] and after[1] != before[1]
+
+
 def test_the_old_grid_flow_name_still_runs_with_a_deprecation_note() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "flows.compare", "--help"],

@@ -170,7 +170,12 @@ def test_an_arm_smaller_than_a_step_s_prompts_warns_and_a_larger_budget_clears()
     subset = params_of(*sparft, "select.budget=9", "train.prompts_per_step=3")
     fired = find(run_checks(subset, probe), "arm size", "sparft")
     assert fired.status == "warn" and "holds 2 questions" in fired.message, fired
-    # no budget gives that cluster of 2 three questions: fewer clusters are the fix
+    # no budget gives that cluster of 2 three questions, and the budget's 3 steps' worth of
+    # prompts fill no fewer arms than the 3 there are: only smaller steps are left
+    assert fired.fix == {"train.prompts_per_step": 2} and "cluster.k" not in fired.message, fired
+    # with a fourth cluster, fewer, larger clusters are the fix: 9 // 3 = 3 of them
+    four = probe_frame([0.5] * 16, cluster=[0] * 4 + [1] * 2 + [2] * 6 + [3] * 4)
+    fired = find(run_checks(subset, four), "arm size", "sparft")
     assert fired.fix == {"cluster.k": 3} and "in the data is that small" in fired.message
     # every cluster holds 3 or more, the budget's equal shares do not: the smallest budget that
     # gives each 3 as select allocates it (6 gives 2, 2, 2; 9 gives 3, 3, 3)

@@ -50,6 +50,10 @@ def _no_columns(cfg: Any) -> tuple[str, ...]:
     return ()
 
 
+def _no_inputs(cfg: Any) -> tuple[str, ...]:
+    return ()
+
+
 def _no_checks(cfg: Any, params: Any, probe: pd.DataFrame | None) -> list[Check]:
     return []
 
@@ -68,6 +72,8 @@ class Method(Generic[C]):
     reads: tuple[str, ...] = ()  # further params (sections or dotted keys) the method reads
     # training-frame columns it needs beyond id/question/answer, given its settings
     columns: Callable[[Any], tuple[str, ...]] = _no_columns
+    # files it reads beyond the training frame, given its settings (DOTS: its predictor)
+    inputs: Callable[[Any], tuple[str, ...]] = _no_inputs
     # what must hold before training for it to do what its paper describes: (its settings, the
     # whole ``sparft.config.Params``, the probe's rows or None) -> checks
     preflight: Callable[[Any, Any, pd.DataFrame | None], list[Check]] = _no_checks

@@ -39,12 +39,20 @@ def arm_members(frame: pd.DataFrame, column: str, method: str) -> tuple[list[Any
     return labels, [ids[frame[column] == label].tolist() for label in labels]
 
 
+def arm_sizes(probe: pd.DataFrame | None, column: str) -> list[int]:
+    """The questions in each arm of a curriculum over ``column``, from the current cluster (or
+    load) stage's output joined onto the probe's rows; empty before that stage has run."""
+    if probe is None or column not in probe:
+        return []
+    return probe[column].dropna().value_counts().sort_index().tolist()
+
+
 def arm_count(params: Params, column: str, probe: pd.DataFrame | None) -> tuple[int | None, str]:
     """How many arms a curriculum over ``column`` will have, and where that comes from: the
-    current cluster (or load) stage's output joined onto the probe's rows, else ``cluster.k``
-    for k-means; None (with when it will be known) for HDBSCAN before the cluster stage."""
-    if probe is not None and column in probe:
-        return int(probe[column].nunique()), f"{column}s in the data"
+    arms in the data (``arm_sizes``), else ``cluster.k`` for k-means; None (with when it will
+    be known) for HDBSCAN before the cluster stage."""
+    if sizes := arm_sizes(probe, column):
+        return len(sizes), f"{column}s in the data"
     if column == "cluster" and params.cluster.method == "kmeans":
         return params.cluster.k, "cluster.k"
     return None, "known after the cluster stage" if column == "cluster" else "known after load"
@@ -174,10 +182,9 @@ def arm_size(params: Params, probe: pd.DataFrame | None) -> Check:
     subset = params.train.data == "subset"
     select = params.select
     kmeans = params.cluster.method == "kmeans"
-    fewer = select.budget // per_step
-    data_sizes: list[int] = []
-    if probe is not None and "cluster" in probe:
-        data_sizes = probe["cluster"].dropna().value_counts().sort_index().tolist()
+    fewer = select.budget // per_step  # the arms the budget fills at a step's prompts each
+    data_sizes = arm_sizes(probe, "cluster")
+    if data_sizes:
         sizes = data_sizes
         if subset and select.budget < sum(sizes) and select.budget >= len(sizes):
             sizes = allocate(sizes, select.budget, select.allocation)
@@ -189,6 +196,8 @@ def arm_size(params: Params, probe: pd.DataFrame | None) -> Check:
         return pending(name, "known after the cluster stage")
     if smallest >= per_step:
         return ok(name, f"the smallest of {arms} arms holds {smallest} questions ({where})")
+    # fewer, larger clusters: only as a fix when that is still a bandit's choice and fewer arms
+    fewer_k = kmeans and 2 <= fewer < arms
     message = (
         f"the smallest of {arms} arms holds {smallest} questions ({where}), fewer than "
         f"train.prompts_per_step={per_step}: a step on it repeats questions in its batch and "
@@ -198,7 +207,7 @@ def arm_size(params: Params, probe: pd.DataFrame | None) -> Check:
         return warn(name, message, {"train.prompts_per_step": smallest})
     if data_sizes and min(data_sizes) < per_step:
         # no budget fills a cluster the data has fewer questions in: fewer, larger clusters do
-        if kmeans and fewer >= 2:
+        if fewer_k:
             return warn(
                 name, f"{message}; a cluster in the data is that small", {"cluster.k": fewer}
             )
@@ -208,7 +217,7 @@ def arm_size(params: Params, probe: pd.DataFrame | None) -> Check:
         budgets = range(select.budget + 1, sum(data_sizes) + 1)
         shares = ((b, allocate(data_sizes, b, select.allocation)) for b in budgets)
         budget = next(b for b, share in shares if min(share) >= per_step)
-    alternative = f"; or cluster.k={fewer}" if kmeans and fewer >= 2 else ""
+    alternative = f"; or cluster.k={fewer}" if fewer_k else ""
     return warn(name, message + alternative, {"select.budget": budget})
 
 

@@ -101,6 +101,9 @@ class Stage:
     # reads every registered method's section and runs the modules of methods of your own)
     method_params: Callable[[], Sequence[str]] | None = None
     method_code: Callable[[Path], Sequence[str]] | None = None
+    # what a run under given params reads of ``inputs`` (resolved) and ``all_params()``, where
+    # that is less than any configuration's (the train stage reads one method's): None, all
+    reads: Callable[[Params], tuple[Sequence[str], Sequence[str]]] | None = None
     mlflow: tuple[str, ...] = ()  # files logged as the stage's MLflow artifacts
     policy: str | None = None  # a model folder the stage trains, logged as an MLflow model
     where: tuple[tuple[str, str], ...] = ()  # "where the results are" rows

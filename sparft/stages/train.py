@@ -95,6 +95,7 @@ COLUMN_SOURCES: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "cluster": _with_clusters,
     "embedding": _with_embeddings,
 }
+COLUMN_FILES = {"cluster": CLUSTERS, "embedding": EMBEDDINGS}
 
 
 def training_frame(params: Params) -> pd.DataFrame:
@@ -333,6 +334,25 @@ def _method_code(root: Path) -> tuple[str, ...]:
     return source_files(root)
 
 
+def reads(params: Params) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The inputs and params training under ``params`` reads, of all the stage declares (what
+    any curriculum reads, as ``dvc.yaml`` must list it): the training file, the files of the
+    columns its curriculum needs, the probe's answers, the data set (the held-out check leaves
+    its questions out) and the curriculum's own files and settings. A comparison's variant key
+    covers only these, so new clusters do not retrain a strategy that never reads them."""
+    from sparft.curricula import frame_columns, method
+
+    cfg = params.train
+    found = method(cfg.curriculum)
+    columns = frame_columns(cfg.curriculum, params)
+    inputs = [params.data.out, str(PROBE), *found.inputs(found.settings_or_none(params))]
+    if cfg.data == "subset":
+        inputs.append(str(SUBSET))
+    inputs += [str(path) for column, path in COLUMN_FILES.items() if column in columns]
+    own = (*([found.section] if found.section else []), *found.reads)
+    return tuple(inputs), (*STAGE.params, *own)
+
+
 def _cell(value: Any) -> Any:
     """A table cell: numpy scalars as numbers, floats rounded, NaN empty, lists (a step's prompt
     ids and group sizes) as one space-separated string."""
@@ -384,6 +404,7 @@ STAGE = Stage(
     params=("train", "allocation", "prompt", "generation.model", *HELDOUT_PARAMS),
     method_params=_method_params,
     method_code=_method_code,
+    reads=reads,
     mlflow=(str(ARMS_PLOT), str(CURVES_PLOT), str(HISTORY), str(METRICS), str(HELDOUT)),
     policy=str(MODEL),
     where=(

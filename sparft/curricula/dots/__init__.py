@@ -269,6 +269,7 @@ METHOD = Method(
     config=DotsConfig,
     section="dots",
     columns=lambda cfg: (EMBEDDING,),
+    inputs=lambda cfg: (cfg.predictor,),
     preflight=preflight,
     strategies={
         "dots": Strategy(
