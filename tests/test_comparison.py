@@ -451,6 +451,12 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     assert names == {"compare/strategies.json", "compare/strategies.png"}
     again = run()
     assert again.count("Cached(type=COMPLETED)") >= 4 + 7  # four variants, seven shared stages
+    # new clusters retrain sparft, whose arms they are; uniform reads none, so stays cached
+    args += ["--set", "cluster.k=2"]
+    moved = run()
+    for seed in (0, 1):
+        assert f"'uniform seed={seed}' - Finished in state Cached(type=COMPLETED)" in moved
+        assert f"'sparft seed={seed}' - Finished in state Completed()" in moved
 
 
 @pytest.mark.slow
