@@ -90,12 +90,12 @@ def _with_embeddings(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(embedding=[emb.matrix[row[q]] for q in frame["id"].astype(str)])
 
 
-# a column a method needs (its entry's ``columns``) that the training data lacks -> where from
-COLUMN_SOURCES: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
-    "cluster": _with_clusters,
-    "embedding": _with_embeddings,
+# a column a method needs (its entry's ``columns``) that the training data lacks -> the file
+# it comes from, and what joins it on
+COLUMN_SOURCES: dict[str, tuple[Path, Callable[[pd.DataFrame], pd.DataFrame]]] = {
+    "cluster": (CLUSTERS, _with_clusters),
+    "embedding": (EMBEDDINGS, _with_embeddings),
 }
-COLUMN_FILES = {"cluster": CLUSTERS, "embedding": EMBEDDINGS}
 
 
 def training_frame(params: Params) -> pd.DataFrame:
@@ -123,7 +123,7 @@ def training_frame(params: Params) -> pd.DataFrame:
                 f"{params.train.curriculum} needs (and no stage provides: "
                 f"{', '.join(COLUMN_SOURCES)} do)"
             )
-        frame = COLUMN_SOURCES[column](frame)
+        frame = COLUMN_SOURCES[column][1](frame)
     if PROBE.exists():
         probe = pd.read_parquet(PROBE)
         if {"id", "k", "n_correct"} <= set(probe.columns):
@@ -348,7 +348,7 @@ def reads(params: Params) -> tuple[tuple[str, ...], tuple[str, ...]]:
     inputs = [params.data.out, str(PROBE), *found.inputs(found.settings_or_none(params))]
     if cfg.data == "subset":
         inputs.append(str(SUBSET))
-    inputs += [str(path) for column, path in COLUMN_FILES.items() if column in columns]
+    inputs += [str(path) for column, (path, _) in COLUMN_SOURCES.items() if column in columns]
     own = (*([found.section] if found.section else []), *found.reads)
     return tuple(inputs), (*STAGE.params, *own)
 
