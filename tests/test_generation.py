@@ -436,6 +436,15 @@ def main():
     sampled = backend.generate(prompts[:1], n=3, temperature=0.8, progress=False)
     dump = [[r.prompt_tokens, [c.__dict__ for c in r.completions]] for r in results + sampled]
     print("RESULT " + json.dumps(dump))
+    # seeded, with more prompt tokens than one chunked engine step holds (4096 on a CPU)
+    long = [f"{i}. " + "Add the numbers one at a time and check each sum. " * 12 for i in range(48)]
+    seeded = [
+        [c.text for r in backend.generate(long, temperature=0.8, max_new_tokens=4, seed=5,
+                                          progress=False) for c in r.completions]
+        for _ in range(2)
+    ]
+    tokens = sum(r.prompt_tokens for r in backend.generate(long, max_new_tokens=1, progress=False))
+    print("SEEDED " + json.dumps({"runs": seeded, "prompt_tokens": tokens}))
 
 if __name__ == "__main__":
     main()
@@ -447,7 +456,8 @@ if __name__ == "__main__":
 def test_vllm_backend_in_process(
     smollm2_dir: Path, smollm2_expected: list[Any], tmp_path: Path
 ) -> None:
-    """The offline ``vllm.LLM`` engine, run in vLLM's own environment, matches HF exactly."""
+    """The offline ``vllm.LLM`` engine, run in vLLM's own environment, matches HF exactly;
+    seeded sampling over more prompt tokens than a chunked CPU step holds repeats."""
     python = _vllm_python()
     script = tmp_path / "run_vllm.py"
     script.write_text(VLLM_SCRIPT)
@@ -463,3 +473,8 @@ def test_vllm_backend_in_process(
     expected = [[r.prompt_tokens, [c.__dict__ for c in r.completions]] for r in smollm2_expected]
     assert greedy == expected
     assert len(sampled[1]) == 3
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("SEEDED ")]
+    seeded = json.loads(line.removeprefix("SEEDED "))
+    assert seeded["prompt_tokens"] > 4096
+    first, again = seeded["runs"]
+    assert first == again and len(set(first)) > 1

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 
 from sparft.generation.config import ServerConfig
+from sparft.generation.server import VLLMServer
 from sparft.testing import sum_questions, tiny_trainer
 from sparft.training import TrainConfig
 from sparft.training.heldout import LOGPROBS_ARGS, ServedChecks, rollout_server
@@ -239,3 +241,25 @@ def test_one_server_for_checks_and_rollouts_with_the_logprob_mode(
     assert SharedServer.for_params(params("hf", "hf")) is None
     shared = SharedServer.for_params(params("vllm-server", "hf", every=0))
     assert shared is not None and shared.cfg.extra_args[-2:] == list(LOGPROBS_ARGS)
+
+
+@pytest.mark.parametrize(
+    ("server", "seeded"),
+    [
+        (None, False),  # a server named by URL: whether it takes seeds is not known
+        (VLLMServer("m", ServerConfig(), cpu=False), True),
+        (VLLMServer("m", ServerConfig(), cpu=True), True),  # whole prefills: seeds work
+        (VLLMServer("m", ServerConfig(extra_args=["--enable-chunked-prefill"]), cpu=True), False),
+    ],
+)
+def test_rollout_requests_carry_seeds_where_the_server_takes_them(
+    tmp_path: Path, server: VLLMServer | None, seeded: bool
+) -> None:
+    checks = FakeChecks(tmp_path)
+    checks.owned = None if server is None else SimpleNamespace(server=server)
+    rollouts = ServedRollouts(checks, max_tokens=8, temperature=1.0, seed=3)
+    bases = [rollouts._seed_base() for _ in range(2)]
+    if seeded:
+        assert None not in bases and bases[0] != bases[1]  # a new stream at every call
+    else:
+        assert bases == [None, None]

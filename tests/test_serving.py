@@ -1,7 +1,8 @@
 """The vLLM server sparft starts itself (``sparft.generation.server``), against a stand-in
 server run the way the real one is (``python -m vllm.entrypoints.openai.api_server ...`` from a
-separate environment): started on 127.0.0.1 and stopped, no per-request seed to a CPU build, a
-clear error and a resumable probe when it dies mid-batch, its log when it fails to start."""
+separate environment): started on 127.0.0.1 and stopped, whole prefills and per-request seeds on
+a CPU build, a clear error and a resumable probe when it dies mid-batch, its log when it fails
+to start."""
 
 from __future__ import annotations
 
@@ -44,30 +45,48 @@ def _requests(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.mark.parametrize("cpu", [True, False])
-def test_started_on_loopback_seeded_unless_cpu_and_stopped(
+@pytest.mark.parametrize(
+    ("cpu", "extra_args", "seeded", "added"),
+    [
+        (False, [], True, []),
+        # the CPU build prefills whole prompts, where seeded requests do not kill its engine
+        (True, [], True, ["--no-enable-chunked-prefill"]),
+        (True, ["--no-enable-chunked-prefill"], True, []),  # added once
+        # chunked prefill asked for: no seeds, and the user is told
+        (True, ["--enable-chunked-prefill"], False, []),
+    ],
+)
+def test_started_on_loopback_seeded_unless_cpu_chunked_and_stopped(
     tmp_path: Path,
     tiny_lm_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     cpu: bool,
+    extra_args: list[str],
+    seeded: bool,
+    added: list[str],
 ) -> None:
     requests = tmp_path / "requests.jsonl"
     monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(requests))
     cfg = _config(tmp_path, fake_vllm_python(tmp_path, cpu), tiny_lm_dir)
+    cfg.server.extra_args = extra_args
     with serving(cfg) as served:
         assert served.server_url and served.server_url.startswith("http://127.0.0.1:")
-        assert served.request_seed is not cpu
+        assert served.request_seed is seeded
         server = RUNNING[served.server_url]
         with make_backend(served) as backend:
             (result,) = backend.generate(["What is 2+2?"], n=3, temperature=1.0, progress=False)
         assert [c.text for c in result.completions] == ["The answer is \\boxed{4}."] * 3
     assert server.exit_code() is not None  # stopped with the block
     assert served.server_url not in RUNNING
+    argv = _started_with(Path(cfg.server.log_file))["argv"]
+    seed_at = argv.index("--seed")
+    assert argv[seed_at + 2 :] == added + extra_args
     sent = _requests(requests)
     assert len(sent) == 3
-    assert all(("seed" in body) is not cpu for body in sent)
-    assert (UNSEEDED_NOTE in " ".join(capsys.readouterr().err.split())) is cpu
+    assert all(("seed" in body) is seeded for body in sent)
+    assert len({body.get("seed") for body in sent}) == (3 if seeded else 1)
+    assert (UNSEEDED_NOTE in " ".join(capsys.readouterr().err.split())) is not seeded
 
 
 @pytest.mark.parametrize(

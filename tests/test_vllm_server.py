@@ -17,12 +17,13 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from conftest import WORKER_THREADS
+from conftest import SHARED_DATA, WORKER_THREADS, needs_shared
 
-from sparft.generation.config import PYTHON_ENV, ServerConfig
+from sparft.generation.config import PYTHON_ENV, GenerationConfig, ServerConfig
 from sparft.generation.server import ServerStartError, vllm_python
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU_CHUNK = 2048  # the CPU build's server: tokens per engine step under chunked prefill
 BIN = Path(sys.executable).parent
 try:
     VLLM_PYTHON: Path | None = vllm_python(ServerConfig(), ROOT)
@@ -140,7 +141,7 @@ def test_probe_and_evaluate_through_a_managed_vllm_server(
     _ok(_stage(served, "probe"))
     summary = json.loads((served / "data" / "probe_summary.json").read_text())
     assert summary["resumed_questions"] >= 8
-    assert summary["sampling_seeded"] is False  # the CPU build gets no per-request seeds
+    assert summary["sampling_seeded"] is True  # whole prefills: the CPU build takes seeds
     assert not (served / "data" / "probe.progress").exists()
     _ok(_stage(served, "evaluate"))
 
@@ -160,6 +161,46 @@ def test_probe_and_evaluate_through_a_managed_vllm_server(
         for p, q in zip(x["extracted"], y["extracted"], strict=True)
     )
     assert matched >= 7, pd.concat([x["extracted"], y["extracted"]], axis=1)
+
+
+@needs_shared
+def test_seeded_sampling_through_the_cpu_build_repeats(tmp_path: Path, smollm2_dir: Path) -> None:
+    """Sampled completions with per-request seeds from the server sparft starts: enough long
+    GSM8K prompts in flight that a chunked prefill would split one (which, seeded, killed the CPU
+    build's engine), the same seed twice gives the same completions, another seed others."""
+    from sparft.generation import make_backend
+    from sparft.generation.server import serving
+
+    rows = (SHARED_DATA / "gsm8k" / "train.jsonl").read_text().splitlines()[:40]
+    questions = [json.loads(row)["question"] for row in rows]
+    server = ServerConfig(
+        python=str(VLLM_PYTHON),
+        extra_args=["--enforce-eager"],
+        max_model_len=1024,
+        log_file=str(tmp_path / "server.log"),
+    )
+    cfg = GenerationConfig(
+        backend="vllm-server",
+        model=str(smollm2_dir),
+        dtype="float32",
+        server=server,
+        temperature=0.7,
+        max_new_tokens=8,
+        batch_size=32,
+    )
+    with serving(cfg) as served, make_backend(served) as backend:
+        assert served.request_seed
+        first, other, again = (
+            backend.generate(questions, progress=False, seed=seed) for seed in (11, 12, 11)
+        )
+    in_flight = sorted(r.prompt_tokens for r in again)[: cfg.batch_size]
+    assert sum(in_flight) > CPU_CHUNK  # one engine step could not hold them
+
+    def texts(results: list) -> list[str]:
+        return [c.text for r in results for c in r.completions]
+
+    assert texts(first) == texts(again)
+    assert sum(a != b for a, b in zip(texts(first), texts(other), strict=True)) > len(rows) // 2
 
 
 def test_heldout_checks_follow_the_live_weights(tmp_path: Path, smollm2_dir: Path) -> None:

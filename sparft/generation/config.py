@@ -106,8 +106,9 @@ class GenerationConfig(BaseModel):
     request_seed: bool = Field(
         True,
         description="Send each 'vllm-server' request its own seed (reproducible sampling). "
-        "Turn off for a server on vLLM's CPU build, whose engine dies on seeded requests; "
-        "sparft does that itself for a CPU server it starts.",
+        "Turn off for a server on vLLM's CPU build started with chunked prefill, whose engine "
+        "dies on seeded requests (start it with --no-enable-chunked-prefill to keep seeds); "
+        "sparft does either itself for a CPU server it starts.",
     )
     seed: int = Field(0, description="Seed of the sampling random stream.")
     chat_template: bool = Field(

