@@ -431,7 +431,10 @@ def main():
     cfg = GenerationConfig(
         backend="vllm", model=model_dir, temperature=0, max_new_tokens=24, dtype="float32"
     )
-    backend = VLLMBackend(cfg, gpu_memory_utilization=memory, max_model_len=1024)
+    # eager: no graph compilation (minutes on a CPU); the server fixture keeps vLLM's default
+    backend = VLLMBackend(
+        cfg, gpu_memory_utilization=memory, max_model_len=1024, enforce_eager=True
+    )
     results = backend.generate(prompts, progress=False)
     sampled = backend.generate(prompts[:1], n=3, temperature=0.8, progress=False)
     dump = [[r.prompt_tokens, [c.__dict__ for c in r.completions]] for r in results + sampled]
