@@ -441,12 +441,12 @@ def main():
     print("RESULT " + json.dumps(dump))
     # seeded, with more prompt tokens than one chunked engine step holds (4096 on a CPU)
     long = [f"{i}. " + "Add the numbers one at a time and check each sum. " * 12 for i in range(48)]
-    seeded = [
-        [c.text for r in backend.generate(long, temperature=0.8, max_new_tokens=4, seed=5,
-                                          progress=False) for c in r.completions]
+    runs = [
+        backend.generate(long, temperature=0.8, max_new_tokens=4, seed=5, progress=False)
         for _ in range(2)
     ]
-    tokens = sum(r.prompt_tokens for r in backend.generate(long, max_new_tokens=1, progress=False))
+    seeded = [[c.text for r in run for c in r.completions] for run in runs]
+    tokens = sum(r.prompt_tokens for r in runs[0])
     print("SEEDED " + json.dumps({"runs": seeded, "prompt_tokens": tokens}))
 
 if __name__ == "__main__":
