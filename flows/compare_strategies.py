@@ -15,9 +15,11 @@ to the flow's MLflow run with a per-strategy metric set and a Prefect table arti
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +40,15 @@ from sparft.comparison import (
     strategy_overrides,
     summarise,
 )
-from sparft.config import ConfigError, Params, as_overrides
-from sparft.io import write_json
+from sparft.config import ConfigError, Params, as_overrides, with_overrides
+from sparft.io import path_digest, write_json
+from sparft.merge_reports import design_params, merge, merged_preflight, run_record
 from sparft.stages.cluster import OUT as CLUSTERS
 from sparft.stages.probe import OUT as PROBE
+from sparft.stages.stage import lookup
 from sparft.stages.train import HELDOUT, HISTORY
 from sparft.stages.train import METRICS as TRAIN_METRICS
+from sparft.stages.train import reads as train_reads
 from sparft.tracking import tracked_run
 
 OUT = Path("data/compare/strategies.json")
@@ -55,28 +60,61 @@ def variant_label(strategy: str, seed: int) -> str:
     return f"{strategy} seed={seed}"
 
 
+def variant_overrides(cfg: CompareConfig, root: Path, name: str, seed: int) -> list[str]:
+    """A strategy x seed's overrides: the strategy's params, the seed for training and for the
+    bandit, and the held-out checks."""
+    overrides, _ = strategy_overrides(name)
+    return [
+        *as_overrides(overrides),
+        f"train.seed={seed}",
+        f"bandit.seed={seed}",
+        f"train.heldout.every={cfg.eval_every}",
+        f"train.heldout.cache_dir={json.dumps(str(root / CACHE))}",
+    ]
+
+
 def variants(cfg: CompareConfig, root: Path) -> list[tuple[str, list[str]]]:
-    """``(label, overrides)`` of every strategy x seed: the strategy's params, the seed for
-    training and for the bandit, and the held-out checks. Seed by seed, so a comparison
-    stopped early holds every strategy at the same seeds, and a rerun with those seeds
-    reports from the cache."""
-    out = []
-    for seed in cfg.seeds:
-        for name in cfg.strategies:
-            overrides, _ = strategy_overrides(name)
-            out.append(
-                (
-                    variant_label(name, seed),
-                    [
-                        *as_overrides(overrides),
-                        f"train.seed={seed}",
-                        f"bandit.seed={seed}",
-                        f"train.heldout.every={cfg.eval_every}",
-                        f"train.heldout.cache_dir={json.dumps(str(root / CACHE))}",
-                    ],
-                )
-            )
-    return out
+    """``(label, overrides)`` of every strategy x seed, seed by seed, so a comparison stopped
+    early holds every strategy at the same seeds, and a rerun with those seeds reports from
+    the cache."""
+    return [
+        (variant_label(name, seed), variant_overrides(cfg, root, name, seed))
+        for seed in cfg.seeds
+        for name in cfg.strategies
+    ]
+
+
+def design(params: Params, cfg: CompareConfig, root: Path) -> dict[str, Any]:
+    """What the runs read, for ``sparft.merge_reports``: the digest of every file a strategy's
+    training reads, and each strategy's params but the per-run ones."""
+    inputs: dict[str, str | None] = {}
+    per_strategy = {}
+    for name in cfg.strategies:
+        p = with_overrides(params, variant_overrides(cfg, root, name, cfg.seeds[0]), name)
+        files, keys = train_reads(p)
+        inputs |= {f: path_digest(root / f) for f in files}
+        config = p.model_dump(mode="json")
+        per_strategy[name] = design_params({k: lookup(config, k) for k in keys})
+    return {"inputs": dict(sorted(inputs.items())), "params": per_strategy}
+
+
+def machine() -> dict[str, Any]:
+    """The machine a comparison ran on: a merged report lists each part's."""
+    import torch
+
+    from sparft.generation.server import CPUINFO, cpu_has_bf16
+
+    try:
+        lines = CPUINFO.read_text().splitlines()
+    except OSError:
+        lines = []
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "cpu_bf16": cpu_has_bf16(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def probe_rollouts(root: Path) -> int:
@@ -257,7 +295,93 @@ def settings(params: Params, cfg: CompareConfig, heldout: int, wall_s: float) ->
         "bootstrap": cfg.bootstrap,
         "level": cfg.level,
         "wall_seconds": round(wall_s, 1),
+        "machine": machine(),
     }
+
+
+def assemble(
+    runs: list[RunCurve], cfg: CompareConfig, arm_rates: dict[str, float], **parts: Any
+) -> dict[str, Any]:
+    """A report: ``parts`` (settings, design, preflight, power, variants) as given, the
+    statistics of ``runs`` under ``cfg``, and the runs themselves, so that reports of parts of
+    one design merge (``merged_report``)."""
+    summary, tested = summarise(runs, cfg, arm_rates)
+    return {
+        **parts,
+        "strategies": summary,
+        "pairs": tested,
+        "table": table_rows(summary),
+        "runs": [run_record(run) for run in runs],
+        "arm_solve_rates": arm_rates,
+    }
+
+
+def write_report(report: dict[str, Any], out: Path, plot: Path) -> None:
+    """The report's JSON and its plot of the curves."""
+    from sparft.plots import plot_strategy_curves
+
+    write_json(report, out)
+    s = report["settings"]
+    plot_strategy_curves(
+        report["strategies"],
+        plot,
+        title=f"{s['model']} on {s['benchmark']} ({s['heldout_questions']} held-out questions), "
+        f"mean over seeds, {s['level']:.0%} seed-level interval\n"
+        f"{verdict_caption(report['strategies'], s['level'])}",
+    )
+
+
+def merged_report(paths: Sequence[Path]) -> dict[str, Any]:
+    """One report from the reports of parts of one design (``sparft.merge_reports.merge``
+    says what must agree): the union of their runs summarised again, the preflight's seeds
+    check over the union's seeds, the first part's pilot check, and each part in ``merged``
+    (file, sha256, strategies, seeds, machine, wall time, pilot check)."""
+    parts, digests = [], {}
+    for path in paths:
+        try:
+            text = path.read_bytes()
+            parts.append((str(path), json.loads(text)))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
+        digests[str(path)] = hashlib.sha256(text).hexdigest()
+    runs, info = merge(parts)
+    for part in info["parts"]:
+        part["sha256"] = digests[part["file"]]
+    reports = [report for _, report in parts]
+    settings = dict(reports[0]["settings"])
+    machines: list[Any] = []
+    for machine_of in (r["settings"].get("machine") for r in reports):
+        if machine_of not in machines:
+            machines.append(machine_of)
+    settings.update(
+        strategies=list(dict.fromkeys(s for r in reports for s in r["settings"]["strategies"])),
+        seeds=sorted({run.seed for run in runs}),
+        pairs=list(dict.fromkeys(p for r in reports for p in r["settings"].get("pairs", []))),
+        wall_seconds=round(sum(r["settings"].get("wall_seconds", 0.0) for r in reports), 1),
+        machine=machines[0] if len(machines) == 1 else machines,
+    )
+    cfg = CompareConfig(
+        **{k: settings[k] for k in ("strategies", "seeds", "pairs", "eval_every", "scale")},
+        bootstrap=settings["bootstrap"],
+        level=settings["level"],
+    )
+    arm_rates: dict[str, float] = next(
+        (r["arm_solve_rates"] for r in reports if r.get("arm_solve_rates")), {}
+    )
+    return assemble(
+        runs,
+        cfg,
+        arm_rates,
+        settings=settings,
+        design={
+            key: {k: v for r in reports for k, v in r["design"][key].items()}
+            for key in ("inputs", "params")
+        },
+        preflight=merged_preflight(parts, settings["seeds"]),
+        power=next((r["power"] for r in reports if r.get("power")), None),
+        variants={k: v for r in reports for k, v in r.get("variants", {}).items()},
+        merged=info,
+    )
 
 
 @flow(
@@ -327,27 +451,19 @@ def compare_strategies(
                 after_first=(pilot_variants, check_power) if gated else None,
             )
             runs = read_curves(cfg, root)
-            summary, tested = summarise(runs, cfg, arm_solve_rates(root))
             heldout = len(runs[0].points["correct"].iloc[0])
-            report: dict[str, Any] = {
-                "settings": settings(params, cfg, heldout, time.perf_counter() - started),
-                "strategies": summary,
-                "pairs": tested,
-                "table": table_rows(summary),
-                "variants": {r["label"]: r.get("mlflow_run_id") for r in results},
-            }
-            report["preflight"] = preflight
-            report["power"] = power or None
-            write_json(report, root / OUT)
-            from sparft.plots import plot_strategy_curves
-
-            plot_strategy_curves(
-                summary,
-                root / PLOT,
-                title=f"{report['settings']['model']} on {report['settings']['benchmark']} "
-                f"({heldout} held-out questions), mean over seeds, {cfg.level:.0%} seed-level "
-                f"interval\n{verdict_caption(summary, cfg.level)}",
+            report = assemble(
+                runs,
+                cfg,
+                arm_solve_rates(root),
+                settings=settings(params, cfg, heldout, time.perf_counter() - started),
+                design=design(params, cfg, root),
+                preflight=preflight,
+                power=power or None,
+                variants={r["label"]: r.get("mlflow_run_id") for r in results},
             )
+            summary = report["strategies"]
+            write_report(report, root / OUT, root / PLOT)
             if mlrun is not None:
                 import mlflow
 

@@ -750,6 +750,38 @@ def analyse(
         console.print(f"wrote {json_out}")
 
 
+@app.command("merge-reports")
+def merge_reports_command(
+    reports: Annotated[
+        list[Path], typer.Argument(help="compare-strategies reports of parts of one design.")
+    ],
+    out: Annotated[Path, typer.Option(help="The merged report (JSON); its plot beside it.")] = (
+        Path("data/compare/merged.json")
+    ),
+) -> None:
+    """Merge the reports of a comparison run in parts (other strategies or seeds, on other
+    machines or days) into one, summarised as if one flow had trained them all. Refuses parts
+    that are not one design: other settings, another content of a file their runs read (the
+    probe), other params, or a run in two parts whose checks differ. Then read it with
+    `sparft analyse`."""
+    from flows.compare_strategies import merged_report, write_report
+
+    try:
+        report = merged_report(reports)
+    except ValueError as err:
+        _fail(err)
+    write_report(report, out, out.with_suffix(".png"))
+    settings = report["settings"]
+    reproduced = report["merged"]["reproduced"]
+    console.print(
+        f"merged {len(reports)} reports: {', '.join(settings['strategies'])} x seeds "
+        f"{settings['seeds']}"
+        + (f"; {len(reproduced)} run(s) in two parts reproduced exactly" if reproduced else ""),
+        highlight=False,
+    )
+    console.print(f"wrote {out} and {out.with_suffix('.png')}", highlight=False)
+
+
 def _preflight_line(preflight: dict[str, Any] | None) -> str:
     """How the preflight checks a report saved came out, in one line."""
     if preflight is None:

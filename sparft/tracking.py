@@ -26,16 +26,11 @@ MAX_PARAM_CHARS = 6000
 PINNED = ("torch", "transformers", "accelerate", "peft", "safetensors", "tokenizers")
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten(tree: Mapping[str, Any]) -> dict[str, str]:
     """Nested config as ``section.key`` -> string, the shape MLflow params take."""
-    out: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = str(value)[:MAX_PARAM_CHARS]
-    return out
+    from sparft.config import dotted
+
+    return {key: str(value)[:MAX_PARAM_CHARS] for key, value in dotted(tree).items()}
 
 
 def numeric_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

@@ -397,8 +397,10 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     args = ["sparft", "compare-strategies", "--strategy", "uniform", "--strategy", "sparft"]
     args += ["--seed", "0", "--seed", "1"]
 
-    def run() -> str:
-        done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    def run(*given: str) -> str:
+        done = subprocess.run(
+            list(given or args), cwd=root, env=env, capture_output=True, text=True, timeout=900
+        )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
         return done.stdout + done.stderr
 
@@ -449,8 +451,22 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     client = mlflow.MlflowClient()
     names = {a.path for a in client.list_artifacts(parent["run_id"], "compare")}
     assert names == {"compare/strategies.json", "compare/strategies.png"}
-    again = run()
-    assert again.count("Cached(type=COMPLETED)") >= 4 + 7  # four variants, seven shared stages
+    # what a merge needs: the runs, the digests of what they read, the machine
+    assert set(report["design"]["inputs"]) >= {"data/probe.parquet", "data/clusters.parquet"}
+    assert "train.seed" not in report["design"]["params"]["sparft"]
+    assert len(report["runs"]) == 4 and report["settings"]["machine"]["cores"] >= 1
+    parts = []
+    for seed in ("0", "1"):  # the same four variants as two parts, each from the cache
+        again = run(*args[:-4], "--seed", seed)
+        assert again.count("Cached(type=COMPLETED)") >= 2 + 7  # two variants, seven stages
+        parts.append(tmp_path / f"part{seed}.json")
+        parts[-1].write_bytes((root / "data/compare/strategies.json").read_bytes())
+    merged = root / "merged.json"
+    said = run("sparft", "merge-reports", *map(str, parts), "--out", str(merged))
+    assert "uniform, sparft x seeds [0, 1]" in said
+    merged_vs = json.loads(merged.read_text())["strategies"]["sparft"]["vs_uniform"]
+    for key in ("difference", "ci", "p_value"):
+        assert merged_vs[key] == pytest.approx(sparft["vs_uniform"][key]), key
     # new clusters retrain sparft, whose arms they are; uniform reads none, so stays cached
     args += ["--set", "cluster.k=2"]
     moved = run()
