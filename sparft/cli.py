@@ -737,6 +737,8 @@ def analyse(
             "correctness was saved): the intervals leave the question set's sampling error out",
             highlight=False,
         )
+    for line in _parts_lines(result["merged"]):
+        console.print(line, highlight=False)
     console.print(_preflight_line(result["preflight"]), highlight=False)
     for line in (result["preflight"] or {}).get("warnings", []):
         console.print(f"  {line}", highlight=False)
@@ -780,6 +782,22 @@ def merge_reports_command(
         highlight=False,
     )
     console.print(f"wrote {out} and {out.with_suffix('.png')}", highlight=False)
+
+
+def _parts_lines(merged: dict[str, Any] | None) -> list[str]:
+    """Where a merged report's runs came from: each part's seeds, strategies and machine."""
+    if not merged:
+        return []
+    lines = [f"merged from {len(merged['parts'])} parts (sparft merge-reports):"]
+    for part in merged["parts"]:
+        machine = part.get("machine") or {}
+        where = machine.get("gpu") or machine.get("cpu") or "machine not recorded"
+        lines.append(
+            f"  {part['file']}: seeds {part['seeds']}, {', '.join(part['strategies'])}; {where}"
+        )
+    if merged["reproduced"]:
+        lines.append(f"  {len(merged['reproduced'])} run(s) in two parts, reproduced exactly")
+    return lines
 
 
 def _preflight_line(preflight: dict[str, Any] | None) -> str:

@@ -516,6 +516,7 @@ def analyse_report(
         "settings": saved,
         "preflight": report.get("preflight"),
         "power": report.get("power"),
+        "merged": report.get("merged"),
         "strategies": out,
         "pairs": tests["pairs"],
     }

@@ -206,6 +206,8 @@ def test_merge_command_writes_the_report_and_refuses_an_old_one(tmp_path: Path) 
     assert out.is_file() and out.with_suffix(".png").stat().st_size > 0
     done = CliRunner().invoke(app, ["analyse", str(out)])
     assert done.exit_code == 0 and "ahead" in done.output, done.output
+    said = " ".join(done.output.split())
+    assert "merged from 2 parts" in said and f"{first}: seeds [0, 1, 2]" in said
     old = Path(__file__).parent.parent / "benchmarks/results/compare_powered_k6.json"
     done = CliRunner().invoke(app, ["merge-reports", str(old), str(first), "--out", str(out)])
     said = " ".join(done.output.split())
