@@ -162,17 +162,21 @@ def read_curves(cfg: CompareConfig, root: Path) -> list[RunCurve]:
 
 
 def check_pilot(
-    cfg: CompareConfig, root: Path, strict: bool, warn: Callable[[str], None]
+    cfg: CompareConfig,
+    root: Path,
+    strict: bool,
+    warn: Callable[[str], None],
+    design_seeds: int | None = None,
 ) -> dict[str, Any]:
     """The pilot's power check (``sparft.comparison.pilot_power``) once the first
-    ``compare.pilot_seeds`` seeds have trained: a predicted MDE above ``compare.target_mde``
-    warns, and under ``strict`` stops the comparison before the other seeds train (the
-    pilot's variants stay cached for a rerun)."""
+    ``compare.pilot_seeds`` seeds have trained: a predicted MDE at ``design_seeds`` (default:
+    the comparison's) above ``compare.target_mde`` warns, and under ``strict`` stops the
+    comparison before the other seeds train (the pilot's variants stay cached for a rerun)."""
     if cfg.target_mde is None:
         raise ConfigError("compare.target_mde is null: no target for the pilot check")
     pilot = cfg.model_copy(update={"seeds": cfg.seeds[: cfg.pilot_seeds]})
     summary, _ = summarise(read_curves(pilot, root), pilot)
-    power = pilot_power(summary, len(cfg.seeds), cfg.target_mde, cfg.level)
+    power = pilot_power(summary, design_seeds or len(cfg.seeds), cfg.target_mde, cfg.level)
     if not power["passed"]:
         message = "\n".join(power_lines(power))
         if strict:
@@ -271,8 +275,11 @@ def verdict_caption(summary: dict[str, Any], level: float) -> str:
     return f"vs {BASELINE} at the last check, {level:.0%} seed-level: " + "; ".join(parts)
 
 
-def settings(params: Params, cfg: CompareConfig, heldout: int, wall_s: float) -> dict[str, Any]:
+def settings(
+    params: Params, cfg: CompareConfig, heldout: int, wall_s: float, part: bool = False
+) -> dict[str, Any]:
     train = params.train
+    design = params.compare
     return {
         "model": train.model or params.generation.model,
         "data": params.data.spec,
@@ -296,6 +303,7 @@ def settings(params: Params, cfg: CompareConfig, heldout: int, wall_s: float) ->
         "level": cfg.level,
         "wall_seconds": round(wall_s, 1),
         "machine": machine(),
+        "part_of": {"strategies": design.strategies, "seeds": design.seeds} if part else None,
     }
 
 
@@ -359,6 +367,7 @@ def merged_report(paths: Sequence[Path]) -> dict[str, Any]:
         pairs=list(dict.fromkeys(p for r in reports for p in r["settings"].get("pairs", []))),
         wall_seconds=round(sum(r["settings"].get("wall_seconds", 0.0) for r in reports), 1),
         machine=machines[0] if len(machines) == 1 else machines,
+        part_of=info["design"],
     )
     cfg = CompareConfig(
         **{k: settings[k] for k in ("strategies", "seeds", "pairs", "eval_every", "scale")},
@@ -397,18 +406,22 @@ def compare_strategies(
     parallel: int | None = None,
     strict: bool = False,
     pairs: list[str] | None = None,
+    part: bool = False,
 ) -> dict[str, Any]:
     """Run the comparison ``compare`` (with ``strategies``, ``seeds``, ``parallel``, ``pairs``
     replacing its values when given) describes; returns the settings, the per-strategy summary
     and its table, and writes them to ``data/compare/strategies.json`` and a plot. The preflight
     checks run once the shared stages have (``report["preflight"]``); with ``strict`` a
-    warning stops the comparison there, before any training (``ConfigError``)."""
+    warning stops the comparison there, before any training (``ConfigError``). A ``part`` runs
+    some of ``compare``'s strategies and seeds, to be merged (``sparft merge-reports``): its
+    seeds check and pilot check are the whole design's."""
     root = Path(project_dir).resolve() if project_dir else Path.cwd()
     started = time.perf_counter()
     with working_dir(root):
         params, cfg = compare_setup(
-            params_file, overrides or [], strategies, seeds, parallel, pairs
+            params_file, overrides or [], strategies, seeds, parallel, pairs, part
         )
+        design_seeds = params.compare.seeds if part else cfg.seeds
         logger = get_run_logger()
         logger.info("%d strategies x %d seeds", len(cfg.strategies), len(cfg.seeds))
         with tracked_run("compare-strategies", params, tags=flow_tags("compare")) as mlrun:
@@ -417,26 +430,28 @@ def compare_strategies(
             def check_before_training() -> None:
                 preflight.update(
                     after_probe(
-                        params, root, mlrun, strict, logger.warning, cfg.strategies, cfg.seeds
+                        params, root, mlrun, strict, logger.warning, cfg.strategies, design_seeds
                     )
                 )
 
+            # a part holding the design's first seeds checks the pilot for the whole design
             gated = (
                 cfg.target_mde is not None
-                and len(cfg.seeds) > cfg.pilot_seeds
+                and len(design_seeds) > cfg.pilot_seeds
+                and cfg.seeds[: cfg.pilot_seeds] == design_seeds[: cfg.pilot_seeds]
                 and any(name != BASELINE for name in cfg.strategies)
             )
             if cfg.target_mde is not None and not gated:
                 logger.info(
                     "compare.target_mde: no pilot power check (%d seeds, pilot_seeds %d, "
-                    "a strategy besides uniform needed)",
+                    "a strategy besides uniform needed; a part needs the design's first seeds)",
                     len(cfg.seeds),
                     cfg.pilot_seeds,
                 )
             power: dict[str, Any] = {}
 
             def check_power() -> None:
-                power.update(check_pilot(cfg, root, strict, logger.warning))
+                power.update(check_pilot(cfg, root, strict, logger.warning, len(design_seeds)))
                 logger.info(power_lines(power)[0])
 
             pilot_variants = cfg.pilot_seeds * len(cfg.strategies)  # variants run seed by seed
@@ -456,7 +471,7 @@ def compare_strategies(
                 runs,
                 cfg,
                 arm_solve_rates(root),
-                settings=settings(params, cfg, heldout, time.perf_counter() - started),
+                settings=settings(params, cfg, heldout, time.perf_counter() - started, part),
                 design=design(params, cfg, root),
                 preflight=preflight,
                 power=power or None,

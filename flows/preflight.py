@@ -70,13 +70,24 @@ def compare_setup(
     seeds: list[int] | None = None,
     parallel: int | None = None,
     pairs: list[str] | None = None,
+    part: bool = False,
 ) -> tuple[Params, CompareConfig]:
     """A comparison's settings: the params every stage runs under (``compare.scale``, then
     ``overrides``) and the ``compare`` section with the given strategies, seeds, parallelism
-    and pairs; what the flow runs and its preflight checks. The file is read once."""
+    and pairs; what the flow runs and its preflight checks. The file is read once. A ``part``
+    runs some of the design's strategies and seeds (``params.compare``'s), none besides."""
     base = load_params(params_file)
     params = with_overrides(base, overrides, params_file)
     given = {"strategies": strategies, "seeds": seeds, "parallel": parallel, "pairs": pairs}
+    if part:
+        design = params.compare
+        for key, values in (("strategies", strategies), ("seeds", seeds)):
+            outside = [v for v in values or [] if v not in getattr(design, key)]
+            if outside:
+                raise ConfigError(
+                    f"--part: {outside} not in compare.{key} {getattr(design, key)}: a part runs "
+                    "some of the design's strategies and seeds"
+                )
     try:
         cfg = CompareConfig.model_validate(
             params.compare.model_dump() | {k: v for k, v in given.items() if v is not None}

@@ -781,6 +781,8 @@ def merge_reports_command(
         + (f"; {len(reproduced)} run(s) in two parts reproduced exactly" if reproduced else ""),
         highlight=False,
     )
+    for line in _missing_lines(report["merged"]):
+        console.print(line, highlight=False)
     console.print(f"wrote {out} and {out.with_suffix('.png')}", highlight=False)
 
 
@@ -797,7 +799,16 @@ def _parts_lines(merged: dict[str, Any] | None) -> list[str]:
         )
     if merged["reproduced"]:
         lines.append(f"  {len(merged['reproduced'])} run(s) in two parts, reproduced exactly")
-    return lines
+    return lines + _missing_lines(merged)
+
+
+def _missing_lines(merged: dict[str, Any]) -> list[str]:
+    """The design's strategy x seed runs no part has yet (parts run with --part)."""
+    missing = merged.get("missing") or []
+    if not missing:
+        return []
+    seeds = sorted({m["seed"] for m in missing})
+    return [f"  not complete: {len(missing)} run(s) of the design missing, at seeds {seeds}"]
 
 
 def _preflight_line(preflight: dict[str, Any] | None) -> str:
@@ -911,6 +922,14 @@ def compare_strategies(
         list[str] | None,
         typer.Option(help="Also test A against B, as A:B (repeatable); default: compare.pairs."),
     ] = None,
+    part: Annotated[
+        bool,
+        typer.Option(
+            "--part",
+            help="Run some of compare's strategies and seeds (--strategy, --seed) as a part of "
+            "its design: the seeds and pilot checks are the design's; merge-reports joins parts.",
+        ),
+    ] = False,
     dry_run: DryRunOpt = False,
     strict: StrictOpt = False,
 ) -> None:
@@ -927,10 +946,13 @@ def compare_strategies(
     from sparft.comparison import format_interval, target_line
 
     try:
-        scaled, cfg = compare_setup(str(params), list(set_ or []), strategy, seed, parallel, pair)
+        scaled, cfg = compare_setup(
+            str(params), list(set_ or []), strategy, seed, parallel, pair, part
+        )
     except ConfigError as err:
         _fail(err)
-    checks = _preflight(scaled, dry_run, strict, cfg.strategies, cfg.seeds)
+    design_seeds = scaled.compare.seeds if part else cfg.seeds
+    checks = _preflight(scaled, dry_run, strict, cfg.strategies, design_seeds)
     try:
         report = flow(
             params_file=str(params),
@@ -940,6 +962,7 @@ def compare_strategies(
             parallel=parallel,
             strict=strict,
             pairs=pair,
+            part=part,
         )
     except USER_ERRORS as err:
         _fail(err)

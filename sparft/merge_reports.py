@@ -1,7 +1,8 @@
 """One comparison from several runs of the same design: parts merged only where they agree.
 
 A design too large for one machine's window (or spread over several machines) runs in parts:
-``sparft compare-strategies --strategy ... --seed ...`` on each. Every report keeps its runs
+``sparft compare-strategies --part --strategy ... --seed ...`` on each, ``compare.strategies``
+and ``compare.seeds`` staying the design (``settings.part_of``). Every report keeps its runs
 (``runs``: each strategy x seed's per-question correctness at every check and its per-step
 record) and what they read (``design``: the digest of every file a strategy's training reads,
 and each strategy's params but the per-run ones), so ``merge`` can summarise the union as if
@@ -35,7 +36,7 @@ from sparft.config import dotted
 # without changing the design
 PER_RUN_KEYS = ("train.seed", "bandit.seed", "train.heldout.cache_dir")
 # settings a merged report takes from its parts instead of asking them to agree
-PART_SETTINGS = ("strategies", "seeds", "pairs", "wall_seconds", "machine")
+PART_SETTINGS = ("strategies", "seeds", "pairs", "wall_seconds", "machine", "part_of")
 CHECK_FIELDS = ("rollouts", "unique_seen", "train_seconds")
 HISTORY_FIELDS = ("step", "effective_prompt_ratio")
 
@@ -184,10 +185,10 @@ def merge(
     if len(parts) < 2:
         raise ValueError("merging needs two reports or more")
     for name, report in parts:
-        missing = [k for k in ("settings", "runs", "design") if k not in report]
-        if missing:
+        absent = [k for k in ("settings", "runs", "design") if k not in report]
+        if absent:
             raise ValueError(
-                f"{name}: no {', '.join(repr(k) for k in missing)} (a report written before "
+                f"{name}: no {', '.join(repr(k) for k in absent)} (a report written before "
                 "reports kept their runs: rerun its compare-strategies, whose variants come from "
                 "the cache, to write it again)"
             )
@@ -199,6 +200,9 @@ def merge(
         if differ:
             said = "; ".join(f"{k}: {settings.get(k)!r} against {base.get(k)!r}" for k in differ)
             raise ValueError(f"{name}: other settings than {first_name}: {said}")
+    designs = [r["settings"]["part_of"] for _, r in parts if r["settings"].get("part_of")]
+    if any(d != designs[0] for d in designs):
+        raise ValueError(f"parts of two designs (--part under other compare sections): {designs}")
     check_inputs(parts)
     check_params(parts)
     runs: dict[tuple[str, int], tuple[str, RunCurve]] = {}
@@ -231,5 +235,17 @@ def merge(
         }
         for name, report in parts
     ]
-    info = {"parts": described, "reproduced": reproduced}
+    design: dict[str, Any] = designs[0] if designs else {"strategies": [], "seeds": []}
+    missing: list[dict[str, Any]] = [
+        {"strategy": strategy, "seed": seed}
+        for strategy in design["strategies"]
+        for seed in design["seeds"]
+        if (strategy, seed) not in runs
+    ]
+    info = {
+        "parts": described,
+        "reproduced": reproduced,
+        "design": designs[0] if designs else None,
+        "missing": missing,
+    }
     return [run for _, run in runs.values()], info

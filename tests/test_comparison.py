@@ -457,13 +457,16 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     assert len(report["runs"]) == 4 and report["settings"]["machine"]["cores"] >= 1
     parts = []
     for seed in ("0", "1"):  # the same four variants as two parts, each from the cache
-        again = run(*args[:-4], "--seed", seed)
+        again = run(*args[:-4], "--part", "--seed", seed)
         assert again.count("Cached(type=COMPLETED)") >= 2 + 7  # two variants, seven stages
         parts.append(tmp_path / f"part{seed}.json")
         parts[-1].write_bytes((root / "data/compare/strategies.json").read_bytes())
     merged = root / "merged.json"
     said = run("sparft", "merge-reports", *map(str, parts), "--out", str(merged))
     assert "uniform, sparft x seeds [0, 1]" in said
+    design = json.loads(merged.read_text())["settings"]["part_of"]  # params.yaml's compare
+    assert len(design["strategies"]) * len(design["seeds"]) - 4 == 36
+    assert "not complete: 36 run(s) of the design missing" in " ".join(said.split())
     merged_vs = json.loads(merged.read_text())["strategies"]["sparft"]["vs_uniform"]
     for key in ("difference", "ci", "p_value"):
         assert merged_vs[key] == pytest.approx(sparft["vs_uniform"][key]), key
@@ -702,6 +705,8 @@ def test_pilot_check_warns_or_stops_before_the_other_seeds(tmp_path: Path) -> No
     assert len(warned) == 1 and "dump: predicted MDE" in warned[0]
     with pytest.raises(ConfigError, match=r"stopped under --strict before seeds \[2, 3, 4, 5\]"):
         check_pilot(cfg, tmp_path, strict=True, warn=warned.append)
+    # a part holding the pilot's seeds predicts for the whole design's seeds
+    assert check_pilot(cfg, tmp_path, False, warned.append, design_seeds=12)["seeds"] == 12
     loose = cfg.model_copy(update={"target_mde": 0.99})
     assert check_pilot(loose, tmp_path, strict=True, warn=warned.append)["passed"]
 

@@ -212,3 +212,34 @@ def test_merge_command_writes_the_report_and_refuses_an_old_one(tmp_path: Path) 
     done = CliRunner().invoke(app, ["merge-reports", str(old), str(first), "--out", str(out)])
     said = " ".join(done.output.split())
     assert done.exit_code == 2 and "no 'runs', 'design'" in said and "rerun" in said
+
+
+def test_a_part_runs_only_the_design_s_strategies_and_seeds(tmp_path: Path) -> None:
+    from flows.preflight import compare_setup
+    from sparft.config import ConfigError
+
+    params = Path(__file__).parent.parent / "params.yaml"
+    _, cfg = compare_setup(str(params), [], ["uniform"], [5, 6, 7], part=True)
+    assert cfg.seeds == [5, 6, 7] and cfg.strategies == ["uniform"]
+    with pytest.raises(ConfigError, match=r"--part: \[9\] not in compare.seeds"):
+        compare_setup(str(params), [], None, [7, 9], part=True)
+    with pytest.raises(ConfigError, match=r"--part: \['mopps'\] not in compare.strategies"):
+        compare_setup(str(params), [], ["mopps"], None, part=True)
+
+
+def test_parts_of_a_design_say_what_it_still_misses(tmp_path: Path) -> None:
+    from flows.compare_strategies import merged_report
+
+    design = {"strategies": ["uniform", "sparft"], "seeds": list(range(8))}
+    first = _write(tmp_path, "a.json", _report(_runs(range(3)), part_of=design))
+    second = _write(tmp_path, "b.json", _report(_runs(range(3, 6)), part_of=design))
+    merged = merged_report([first, second])
+    assert merged["settings"]["part_of"] == design == merged["merged"]["design"]
+    assert merged["merged"]["missing"] == [
+        {"strategy": s, "seed": n} for s in ("uniform", "sparft") for n in (6, 7)
+    ]
+    other = {"strategies": ["uniform", "sparft"], "seeds": list(range(6))}
+    third = _write(tmp_path, "c.json", _report(_runs(range(3, 6)), part_of=other))
+    with pytest.raises(ValueError, match="parts of two designs"):
+        merged_report([first, third])
+
