@@ -33,8 +33,15 @@ from sparft.comparison import RunCurve, as_bits, strategy_overrides
 from sparft.config import dotted
 
 # keys that change from one run of a strategy to the next, or from one machine to the next,
-# without changing the design
-PER_RUN_KEYS = ("train.seed", "bandit.seed", "train.heldout.cache_dir")
+# without changing the design: the seeds, where the step-0 check is cached, and (as the train
+# stage's resume fingerprint leaves them out) how often to save, where, with how many threads
+PER_RUN_KEYS = (
+    "train.seed",
+    "bandit.seed",
+    "train.heldout.cache_dir",
+    *(f"train.{k}" for k in ("resume", "save_steps", "save_total_limit", "checkpoint_dir")),
+    "train.num_threads",
+)
 # settings a merged report takes from its parts instead of asking them to agree
 PART_SETTINGS = ("strategies", "seeds", "pairs", "wall_seconds", "machine", "part_of")
 CHECK_FIELDS = ("rollouts", "unique_seen", "train_seconds")

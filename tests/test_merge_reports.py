@@ -111,7 +111,7 @@ def test_a_run_record_reads_back_as_the_run() -> None:
 
 def test_design_params_leave_the_per_run_keys_out() -> None:
     heldout = {"cache_dir": "/x", "every": 4}
-    values = {"train": {"seed": 3, "learning_rate": 1e-5, "heldout": heldout}}
+    values = {"train": {"seed": 3, "learning_rate": 1e-5, "heldout": heldout, "num_threads": 8}}
     assert design_params({**values, "bandit.seed": 3}) == {
         "train.heldout.every": 4,
         "train.learning_rate": 1e-5,
@@ -242,4 +242,3 @@ def test_parts_of_a_design_say_what_it_still_misses(tmp_path: Path) -> None:
     third = _write(tmp_path, "c.json", _report(_runs(range(3, 6)), part_of=other))
     with pytest.raises(ValueError, match="parts of two designs"):
         merged_report([first, third])
-
