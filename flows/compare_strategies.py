@@ -27,6 +27,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from flows.dvc_state import all_specs, locate, read_spec
 from flows.grid import flow_tags, run_variants, slug
 from flows.preflight import after_probe, compare_setup
 from flows.tasks import working_dir
@@ -85,17 +86,26 @@ def variants(cfg: CompareConfig, root: Path) -> list[tuple[str, list[str]]]:
 
 
 def design(params: Params, cfg: CompareConfig, root: Path) -> dict[str, Any]:
-    """What the runs read, for ``sparft.merge_reports``: the digest of every file a strategy's
-    training reads, and each strategy's params but the per-run ones."""
+    """What the runs read, for ``sparft.merge_reports``: the digest of every data file and
+    source file a strategy's training reads (its variant key's), and each strategy's params
+    but the per-run ones."""
     inputs: dict[str, str | None] = {}
+    code: dict[str, str | None] = {}
     per_strategy = {}
     for name in cfg.strategies:
         p = with_overrides(params, variant_overrides(cfg, root, name, cfg.seeds[0]), name)
-        files, keys = train_reads(p)
-        inputs |= {f: path_digest(root / f) for f in files}
         config = p.model_dump(mode="json")
+        spec = read_spec(all_specs(config)["train"], p)
+        for dep in spec.deps:
+            where = code if dep.split("/")[0] in ("sparft", "flows") else inputs
+            where[dep] = path_digest(locate(root, dep))
+        _, keys = train_reads(p)
         per_strategy[name] = design_params({k: lookup(config, k) for k in keys})
-    return {"inputs": dict(sorted(inputs.items())), "params": per_strategy}
+    return {
+        "inputs": dict(sorted(inputs.items())),
+        "params": per_strategy,
+        "code": dict(sorted(code.items())),
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -383,8 +393,8 @@ def merged_report(paths: Sequence[Path]) -> dict[str, Any]:
         arm_rates,
         settings=settings,
         design={
-            key: {k: v for r in reports for k, v in r["design"][key].items()}
-            for key in ("inputs", "params")
+            key: {k: v for r in reports for k, v in r["design"].get(key, {}).items()}
+            for key in ("inputs", "params", "code")
         },
         preflight=merged_preflight(parts, settings["seeds"]),
         power=next((r["power"] for r in reports if r.get("power")), None),

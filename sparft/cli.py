@@ -803,12 +803,19 @@ def _parts_lines(merged: dict[str, Any] | None) -> list[str]:
 
 
 def _missing_lines(merged: dict[str, Any]) -> list[str]:
-    """The design's strategy x seed runs no part has yet (parts run with --part)."""
+    """The design's strategy x seed runs no part has yet (parts run with --part), and the
+    source files the parts' training read with other contents."""
+    lines = []
     missing = merged.get("missing") or []
-    if not missing:
-        return []
-    seeds = sorted({m["seed"] for m in missing})
-    return [f"  not complete: {len(missing)} run(s) of the design missing, at seeds {seeds}"]
+    if missing:
+        seeds = sorted({m["seed"] for m in missing})
+        lines.append(
+            f"  not complete: {len(missing)} run(s) of the design missing, at seeds {seeds}"
+        )
+    differs = merged.get("code_differs") or []
+    if differs:
+        lines.append(f"  the parts ran other code in {len(differs)} file(s): {', '.join(differs)}")
+    return lines
 
 
 def _preflight_line(preflight: dict[str, Any] | None) -> str:

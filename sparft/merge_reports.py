@@ -15,7 +15,9 @@ one flow had trained it. It refuses what would not be one design:
 - a strategy x seed in two parts whose checks differ: a repeat must reproduce, so two parts
   that both ran uniform also show that training is deterministic across their machines.
 
-Wall times stay each part's own and each part's machine is kept (``merged.parts``).
+Parts that ran other source code merge, with the files listed (``merged.code_differs``):
+a comment changes a file as much as a fix does, so only the user can judge. Wall times stay
+each part's own and each part's machine is kept (``merged.parts``).
 """
 
 from __future__ import annotations
@@ -168,6 +170,15 @@ def check_inputs(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
                 )
 
 
+def code_differs(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The source files the parts' training read with other contents (or in one part only):
+    the parts ran other code, which the merge reports rather than refuses (a comment or a
+    docstring changes a file too); ``reproduced`` runs show whether training changed."""
+    codes = [report["design"].get("code", {}) for _, report in parts]
+    paths = {path for code in codes for path in code}
+    return sorted(p for p in paths if len({code.get(p) for code in codes}) > 1)
+
+
 def merged_preflight(parts: Sequence[tuple[str, Mapping[str, Any]]], seeds: list[int]) -> dict:
     """The parts' checks once each, and the seeds check again over the merged seeds."""
     from sparft.preflight import report, seed_power
@@ -251,6 +262,7 @@ def merge(
     ]
     info = {
         "parts": described,
+        "code_differs": code_differs(parts),
         "reproduced": reproduced,
         "design": designs[0] if designs else None,
         "missing": missing,

@@ -454,6 +454,7 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     # what a merge needs: the runs, the digests of what they read, the machine
     assert set(report["design"]["inputs"]) >= {"data/probe.parquet", "data/clusters.parquet"}
     assert "train.seed" not in report["design"]["params"]["sparft"]
+    assert report["design"]["code"]["sparft/bandit.py"] is not None
     assert len(report["runs"]) == 4 and report["settings"]["machine"]["cores"] >= 1
     parts = []
     for seed in ("0", "1"):  # the same four variants as two parts, each from the cache
@@ -467,6 +468,7 @@ def test_compare_strategies_on_the_tiny_model(tmp_path: Path, tiny_lm_dir: Path)
     design = json.loads(merged.read_text())["settings"]["part_of"]  # params.yaml's compare
     assert len(design["strategies"]) * len(design["seeds"]) - 4 == 36
     assert "not complete: 36 run(s) of the design missing" in " ".join(said.split())
+    assert json.loads(merged.read_text())["merged"]["code_differs"] == []
     merged_vs = json.loads(merged.read_text())["strategies"]["sparft"]["vs_uniform"]
     for key in ("difference", "ci", "p_value"):
         assert merged_vs[key] == pytest.approx(sparft["vs_uniform"][key]), key

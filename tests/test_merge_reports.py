@@ -68,6 +68,7 @@ def _report(runs: list[RunCurve], **changes: Any) -> dict[str, Any]:
     }
     common = {"train.learning_rate": 1e-5, "train.max_steps": 4}
     design = {
+        "code": {"sparft/bandit.py": "b1"},
         "inputs": {"data/arithmetic.parquet": "aaa", "data/probe.parquet": "ppp"},
         "params": {
             "uniform": {**common, "train.curriculum": "uniform"},
@@ -181,6 +182,25 @@ def test_parts_of_other_designs_are_refused(
         merged_report([first, second])
 
 
+def test_parts_that_ran_other_code_merge_with_the_files_named(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sparft.cli import app
+
+    first = _write(tmp_path, "a.json", _report(_runs(range(3)), code={"sparft/bandit.py": "b1"}))
+    code = {"sparft/bandit.py": "b2", "sparft/rewards.py": "r1"}
+    second = _write(tmp_path, "b.json", _report(_runs(range(3, 6)), code=code))
+    out = tmp_path / "m.json"
+    done = CliRunner().invoke(app, ["merge-reports", str(first), str(second), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())
+    assert "other code in 2 file(s): sparft/bandit.py, sparft/rewards.py" in said
+    assert json.loads(out.read_text())["merged"]["code_differs"] == [
+        "sparft/bandit.py",
+        "sparft/rewards.py",
+    ]
+
+
 def test_a_strategy_may_set_its_own_keys_in_another_part(tmp_path: Path) -> None:
     """sparft's bandit.target is its own; a part with only uniform does not have it at all,
     and train.curriculum differs by strategy without making two designs."""
@@ -242,3 +262,25 @@ def test_parts_of_a_design_say_what_it_still_misses(tmp_path: Path) -> None:
     third = _write(tmp_path, "c.json", _report(_runs(range(3, 6)), part_of=other))
     with pytest.raises(ValueError, match="parts of two designs"):
         merged_report([first, third])
+
+
+def test_design_holds_what_each_strategy_s_training_reads(tmp_path: Path) -> None:
+    """The files a variant's key covers, by kind: the data (absent here: None) and the source
+    files that run (sparft's own where the project has no copy); params but the per-run keys."""
+    from flows.compare_strategies import design
+    from flows.preflight import compare_setup
+
+    params_file = Path(__file__).parent.parent / "params.yaml"
+    params, cfg = compare_setup(str(params_file), [], ["uniform", "sparft"], [3])
+    held = design(params, cfg, tmp_path)
+    assert {"data/probe.parquet", "data/clusters.parquet", "data/subset.parquet"} <= set(
+        held["inputs"]
+    )
+    assert held["inputs"]["data/probe.parquet"] is None
+    assert held["code"]["sparft/bandit.py"] is not None
+    assert "sparft/stages/train.py" in held["code"]
+    uniform, sparft = held["params"]["uniform"], held["params"]["sparft"]
+    assert "train.seed" not in sparft and "train.heldout.cache_dir" not in sparft
+    assert sparft["train.heldout.every"] == cfg.eval_every
+    assert any(k.startswith("bandit.") for k in sparft)
+    assert not any(k.startswith("bandit.") for k in uniform)  # uniform reads no bandit
