@@ -49,7 +49,6 @@ from sparft.stages.probe import OUT as PROBE
 from sparft.stages.stage import lookup
 from sparft.stages.train import HELDOUT, HISTORY
 from sparft.stages.train import METRICS as TRAIN_METRICS
-from sparft.stages.train import reads as train_reads
 from sparft.tracking import tracked_run
 
 OUT = Path("data/compare/strategies.json")
@@ -87,8 +86,8 @@ def variants(cfg: CompareConfig, root: Path) -> list[tuple[str, list[str]]]:
 
 def design(params: Params, cfg: CompareConfig, root: Path) -> dict[str, Any]:
     """What the runs read, for ``sparft.merge_reports``: the digest of every data file and
-    source file a strategy's training reads (its variant key's), and each strategy's params
-    but the per-run ones."""
+    source file a strategy's training reads and each strategy's params but the per-run ones,
+    both as its variant key covers them (``read_spec``)."""
     inputs: dict[str, str | None] = {}
     code: dict[str, str | None] = {}
     per_strategy = {}
@@ -99,8 +98,7 @@ def design(params: Params, cfg: CompareConfig, root: Path) -> dict[str, Any]:
         for dep in spec.deps:
             where = code if dep.split("/")[0] in ("sparft", "flows") else inputs
             where[dep] = path_digest(locate(root, dep))
-        _, keys = train_reads(p)
-        per_strategy[name] = design_params({k: lookup(config, k) for k in keys})
+        per_strategy[name] = design_params({k: lookup(config, k) for k in spec.params})
     return {
         "inputs": dict(sorted(inputs.items())),
         "params": per_strategy,
